@@ -1,0 +1,185 @@
+"""Diffusion math, stateless over a schedule and a callable ``model(x_t, t, y=None) -> ε``.
+
+Book equations (code index t ↔ paper step t+1, see :mod:`diffusion_lab.schedules`):
+
+  (2.1) q(x_t | x_{t-1}) = N(√(1-β_t) x_{t-1}, β_t I)                         :func:`q_step`
+  (2.4) q(x_t | x_0)     = N(√ᾱ_t x_0, (1-ᾱ_t) I)                              :func:`q_sample`, :func:`q_mean_variance`
+  (3.5) μ̃_t(x_t, x_0)   = √α_t(1-ᾱ_{t-1})/(1-ᾱ_t) x_t + √ᾱ_{t-1}β_t/(1-ᾱ_t) x_0  :func:`q_posterior`
+  (3.6) β̃_t             = (1-ᾱ_{t-1})/(1-ᾱ_t) β_t                             :func:`q_posterior`
+  (3.7) μ_θ(x_t, t)      = (x_t - β_t/√(1-ᾱ_t) ε_θ(x_t, t)) / √α_t            :func:`mean_from_eps`, :func:`p_mean_variance`
+  (4.9) L_simple         = E ||ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)||²            :func:`loss_simple`
+"""
+from __future__ import annotations
+
+import torch
+
+from .schedules import NoiseSchedule, check_timesteps
+
+__all__ = [
+    "q_step", "q_mean_variance", "q_sample", "q_posterior", "predict_x0_from_eps", "predict_eps_from_x0",
+    "mean_from_eps", "p_mean_variance", "loss_simple", "VARIANCES", "check_model_output",
+]
+
+VARIANCES = ("beta", "beta_tilde")
+
+
+def _check_schedule(schedule):
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(
+            f"schedule must be a NoiseSchedule (e.g. diffusion_lab.schedules.linear_schedule()), got {type(schedule).__name__}")
+
+
+def _check_same_shape(a, b, na, nb):
+    if a.shape != b.shape:
+        raise ValueError(f"{na} and {nb} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def _noise_like(x, noise, generator=None):
+    if noise is None:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    _check_same_shape(noise, x, "noise", "x")
+    return noise
+
+
+def q_step(schedule: NoiseSchedule, x_prev: torch.Tensor, t, noise=None, *, generator=None) -> torch.Tensor:
+    """One Markov step of the forward process, eq. (2.1): x_t = √(1-β_t) x_{t-1} + √β_t ε.
+
+    With code index t this maps x at paper step t to paper step t+1 using ``betas[t]``.
+    """
+    _check_schedule(schedule)
+    noise = _noise_like(x_prev, noise, generator)
+    beta = schedule.extract("betas", t, x_prev)
+    return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise
+
+
+def q_mean_variance(schedule: NoiseSchedule, x0: torch.Tensor, t):
+    """Mean and variance of q(x_t | x_0), eq. (2.4): (√ᾱ_t x_0, (1-ᾱ_t) I)."""
+    _check_schedule(schedule)
+    mean = schedule.extract("sqrt_alpha_bars", t, x0) * x0
+    var = schedule.extract(1.0 - schedule.alpha_bars, t, x0).expand_as(x0)
+    return mean, var
+
+
+def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t, noise=None, *, generator=None) -> torch.Tensor:
+    """Sample x_t ~ q(x_t | x_0) in one shot, eq. (2.4): x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε."""
+    _check_schedule(schedule)
+    noise = _noise_like(x0, noise, generator)
+    return schedule.extract("sqrt_alpha_bars", t, x0) * x0 + schedule.extract("sqrt_one_minus_alpha_bars", t, x0) * noise
+
+
+def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t):
+    """Mean and variance of the forward posterior q(x_{t-1} | x_t, x_0), eqs. (3.5)–(3.6).
+
+    Returns ``(mean, variance)``, both of x_t's shape. At code index 0 the variance is exactly 0:
+    x_0 is known, so the posterior is a point mass at x_0.
+    """
+    _check_schedule(schedule)
+    _check_same_shape(x0, x_t, "x0", "x_t")
+    mean = schedule.extract("posterior_mean_coef_x0", t, x_t) * x0 + schedule.extract("posterior_mean_coef_xt", t, x_t) * x_t
+    var = schedule.extract("posterior_variance", t, x_t).expand_as(x_t)
+    return mean, var
+
+
+def predict_x0_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
+    """Invert eq. (2.4) for x_0: x̂_0 = (x_t - √(1-ᾱ_t) ε) / √ᾱ_t."""
+    _check_schedule(schedule)
+    _check_same_shape(eps, x_t, "eps", "x_t")
+    return (x_t - schedule.extract("sqrt_one_minus_alpha_bars", t, x_t) * eps) / schedule.extract("sqrt_alpha_bars", t, x_t)
+
+
+def predict_eps_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t, x0: torch.Tensor) -> torch.Tensor:
+    """Invert eq. (2.4) for ε: ε = (x_t - √ᾱ_t x_0) / √(1-ᾱ_t)."""
+    _check_schedule(schedule)
+    _check_same_shape(x0, x_t, "x0", "x_t")
+    return (x_t - schedule.extract("sqrt_alpha_bars", t, x_t) * x0) / schedule.extract("sqrt_one_minus_alpha_bars", t, x_t)
+
+
+def mean_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
+    """The seed's second form of the posterior mean, eq. (3.7): (x_t - β_t/√(1-ᾱ_t) ε) / √α_t.
+
+    Exact for the true ε that produced x_t from x_0; with ε_θ it is μ_θ.
+    """
+    _check_schedule(schedule)
+    _check_same_shape(eps, x_t, "eps", "x_t")
+    coef = schedule.extract(schedule.betas / schedule.sqrt_one_minus_alpha_bars, t, x_t)
+    return (x_t - coef * eps) / schedule.extract(schedule.alphas.sqrt(), t, x_t)
+
+
+def check_model_output(eps, x_t):
+    if not isinstance(eps, torch.Tensor):
+        raise TypeError(f"the model must return a tensor ε of x_t's shape, got {type(eps).__name__}")
+    if eps.shape != x_t.shape:
+        raise ValueError(f"the model must return ε of x_t's shape {tuple(x_t.shape)}, got {tuple(eps.shape)}")
+    return eps
+
+
+def call_model(model, x_t, t, y=None):
+    """Call ``model(x_t, t, y=y)`` (or ``model(x_t, t)`` when y is None) and check its output."""
+    eps = model(x_t, t) if y is None else model(x_t, t, y=y)
+    return check_model_output(eps, x_t)
+
+
+def model_variance(schedule: NoiseSchedule, variance: str = "beta") -> torch.Tensor:
+    """σ_t² of the reverse step: ``"beta"`` → β_t (the seed's choice), ``"beta_tilde"`` → β̃_t, with β̃ at
+    index 0 replaced by β̃ at index 1 (β̃_1 = 0 would make the decoder a point mass)."""
+    if variance == "beta":
+        return schedule.betas
+    if variance == "beta_tilde":
+        return schedule.posterior_variance_clipped
+    raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+
+
+def p_mean_variance(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, *, y=None, variance: str = "beta",
+                    clip_x0: tuple[float, float] | None = None, eps: torch.Tensor | None = None) -> dict:
+    """Mean and variance of the learned reverse step p_θ(x_{t-1} | x_t) for an ε-model, eqs. (3.1) and (3.7).
+
+    Without clipping the mean is the seed's form (3.7), which equals q_posterior's mean at x̂_0.
+    With ``clip_x0=(lo, hi)`` the predicted x̂_0 is clamped to the data range, the mean is the
+    posterior mean (3.5) at the clamped x̂_0, and ε is re-derived from it so all three agree.
+
+    Returns a dict with ``mean``, ``variance``, ``log_variance``, ``pred_x0`` and ``eps``.
+    ``eps`` may be passed in (already computed, e.g. by a guidance rule) to skip the model call.
+    """
+    _check_schedule(schedule)
+    t = check_timesteps(t, schedule.T, batch=x_t.shape[0])
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    if eps is None:
+        eps = call_model(model, x_t, t, y)
+    else:
+        check_model_output(eps, x_t)
+    pred_x0 = predict_x0_from_eps(schedule, x_t, t, eps)
+    if clip_x0 is not None:
+        lo, hi = clip_x0
+        if not lo < hi:
+            raise ValueError(f"clip_x0 must be (low, high) with low < high, got {clip_x0}")
+        pred_x0 = pred_x0.clamp(lo, hi)
+        eps = predict_eps_from_x0(schedule, x_t, t, pred_x0)
+        mean, _ = q_posterior(schedule, pred_x0, x_t, t)
+    else:
+        mean = mean_from_eps(schedule, x_t, t, eps)
+    var_t = model_variance(schedule, variance)
+    var = schedule.extract(var_t, t, x_t).expand_as(x_t)
+    log_var = schedule.extract(var_t.log(), t, x_t).expand_as(x_t)
+    return {"mean": mean, "variance": var, "log_variance": log_var, "pred_x0": pred_x0, "eps": eps}
+
+
+def loss_simple(model, schedule: NoiseSchedule, x0: torch.Tensor, t=None, *, y=None, noise=None, generator=None,
+                reduction: str = "mean") -> torch.Tensor:
+    """L_simple, eq. (4.9): mean squared error between the true noise ε and ε_θ(x_t, t).
+
+    ``t`` defaults to uniform draws from {0, …, T-1}. The squared error is averaged over the data
+    dimensions (DDPM's implementation) — the seed's ``torch.norm(...)**2`` sums over every element of
+    the batch instead, which only rescales the loss by B·D. ``reduction="none"`` returns one value per item.
+    """
+    _check_schedule(schedule)
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    B = x0.shape[0]
+    if t is None:
+        t = torch.randint(0, schedule.T, (B,), generator=generator, device="cpu").to(x0.device)
+    noise = _noise_like(x0, noise, generator)
+    x_t = q_sample(schedule, x0, t, noise)
+    eps = call_model(model, x_t, t, y)
+    per_item = (noise - eps).pow(2).reshape(B, -1).mean(1)
+    return per_item.mean() if reduction == "mean" else per_item
