@@ -1,0 +1,102 @@
+"""Widgets that work without a kernel (GUIDE §5).
+
+The online book is static HTML: ``interact`` and ``observe`` callbacks never run there. What works
+everywhere (live kernel, Colab, static HTML) is to precompute the frames, put them in an
+``ipywidgets.Stack`` of ``Image`` widgets, and tie a slider (and a ``Play`` button) to the stack's
+``selected_index`` with ``jslink`` — a link the browser's widget manager evaluates by itself.
+"""
+from __future__ import annotations
+
+import io
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["scrubber", "png_bytes", "array_to_png", "render_frames"]
+
+
+def png_bytes(fig, dpi: int = 80) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is left open)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def array_to_png(arr, *, cmap: str = "gray", vmin: float | None = -1.0, vmax: float | None = 1.0, scale: int = 1) -> bytes:
+    """An image array as PNG bytes: (H, W) through ``cmap``, or (H, W, 3) / (3, H, W) / (1, H, W) in [vmin, vmax].
+
+    ``scale`` repeats each pixel (nearest neighbour) so tiny images such as 8×8 digits stay crisp.
+    """
+    import matplotlib.pyplot as plt
+
+    a = np.asarray(arr.detach().cpu() if hasattr(arr, "detach") else arr, dtype=np.float32)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected an image of shape (H, W), (H, W, 3) or (C, H, W), got {a.shape}")
+    if not (isinstance(scale, int) and scale >= 1):
+        raise ValueError(f"scale must be a positive int, got {scale!r}")
+    if scale > 1:
+        a = a.repeat(scale, 0).repeat(scale, 1)
+    buf = io.BytesIO()
+    if a.ndim == 3:
+        lo = a.min() if vmin is None else vmin
+        hi = a.max() if vmax is None else vmax
+        plt.imsave(buf, np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1), format="png")
+    else:
+        plt.imsave(buf, a, cmap=cmap, vmin=vmin, vmax=vmax, format="png")
+    return buf.getvalue()
+
+
+def render_frames(draw: Callable, values: Iterable, *, figsize=(4, 3), dpi: int = 80) -> list[bytes]:
+    """Render one PNG per value: ``draw(fig, value)`` draws on a cleared figure each time."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=figsize)
+    frames = []
+    try:
+        for v in values:
+            fig.clf()
+            draw(fig, v)
+            frames.append(png_bytes(fig, dpi=dpi))
+    finally:
+        plt.close(fig)
+    return frames
+
+
+def scrubber(frames: Sequence[bytes], labels: Sequence[str] | None = None, *, description: str = "t",
+             interval_ms: int = 300, width: str | None = None):
+    """A slider (with a Play button) that flips through precomputed PNG frames, with no kernel needed.
+
+    ``frames`` are PNG bytes (see :func:`png_bytes`, :func:`array_to_png`, :func:`render_frames`);
+    ``labels`` name each frame on the slider (e.g. ``"t=250"`` in the paper's numbering).
+    Returns an ``ipywidgets.VBox``; its ``.stack`` and ``.slider`` attributes give access for tests.
+    """
+    import ipywidgets as W
+
+    frames = list(frames)
+    if not frames:
+        raise ValueError("scrubber needs at least one frame")
+    for i, f in enumerate(frames):
+        if not isinstance(f, (bytes, bytearray)) or not bytes(f[:8]) == b"\x89PNG\r\n\x1a\n":
+            raise TypeError(f"frame {i} is not PNG bytes; convert figures with png_bytes() and arrays with array_to_png()")
+    if labels is None:
+        labels = [str(i) for i in range(len(frames))]
+    labels = [str(s) for s in labels]
+    if len(labels) != len(frames):
+        raise ValueError(f"got {len(frames)} frames but {len(labels)} labels; give one label per frame")
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be distinct (the slider shows them)")
+    layout = W.Layout(width=width) if width else W.Layout()
+    images = [W.Image(value=bytes(f), format="png", layout=layout) for f in frames]
+    stack = W.Stack(images, selected_index=0)
+    slider = W.SelectionSlider(options=labels, index=0, description=description, continuous_update=True,
+                               layout=W.Layout(width="60%"))
+    play = W.Play(value=0, min=0, max=len(frames) - 1, step=1, interval=interval_ms, description="Play")
+    W.jslink((play, "value"), (slider, "index"))
+    W.jslink((slider, "index"), (stack, "selected_index"))
+    box = W.VBox([W.HBox([play, slider]), stack])
+    box.stack, box.slider, box.play = stack, slider, play
+    return box
