@@ -1,0 +1,223 @@
+"""Guidance rules for conditional sampling (book chapters 7 and 8).
+
+A guidance object tells the sampler how to use the target labels ``y``. The protocol is three small hooks,
+so :func:`diffusion_lab.sampling.p_sample` and the DDIM step stay a few lines long:
+
+``eps(model, x_t, t, y)``
+    the ε the sampler uses (CFG mixes a conditional and an unconditional pass here);
+``adjust_mean(mean, variance, x_t, t, y)``
+    a shift of the ancestral (DDPM) mean μ_θ (classifier guidance adds scale·σ_t²·∇ log p_φ(y|x_t) here);
+``adjust_eps(eps, schedule, x_t, t, y)``
+    the same shift written on ε, for deterministic (DDIM) sampling, where there is no mean to move.
+
+:class:`Guidance` is the identity for all three (the model gets ``y`` unchanged): subclass it for new rules.
+
+Book equations:
+
+  (7.1) classifier guidance, ancestral:  μ̃ = μ_θ(x_t, t) + s · σ_t² · ∇_{x_t} log p_φ(y | x_t)
+  (7.2) classifier guidance, DDIM:       ε̃ = ε_θ(x_t, t) − s · √(1−ᾱ_t) · ∇_{x_t} log p_φ(y | x_t)
+  (8.1) classifier-free guidance:        ε̃ = (1+w) · ε_θ(x_t, t, y) − w · ε_θ(x_t, t, ∅)
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+from .diffusion import check_model_output
+from .schedules import NoiseSchedule
+
+__all__ = ["Guidance", "ClassifierFreeGuidance", "ClassifierGuidance", "check_labels", "null_label"]
+
+
+def check_labels(y, batch: int, num_classes: int | None = None, *, allow_null: bool = False) -> torch.Tensor:
+    """Validate class labels and return them as a LongTensor of shape (B,).
+
+    ``y`` may be an int (the same label for the whole batch) or an integer tensor of shape (B,) or ().
+    With ``num_classes`` given, labels must lie in [0, num_classes) — or [0, num_classes] when
+    ``allow_null`` is true (``num_classes`` is the null label, "no class", of CFG).
+    """
+    if isinstance(y, bool):
+        raise TypeError("y must be integer class labels, got a bool")
+    if isinstance(y, numbers.Integral):
+        y = torch.full((batch,), int(y), dtype=torch.long)
+    elif isinstance(y, torch.Tensor):
+        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+            raise TypeError(f"y must hold integer class labels (torch.long), got dtype {y.dtype}; use y.long()")
+        if y.dim() == 0:
+            y = y.reshape(1).expand(batch)
+        elif y.dim() != 1:
+            raise ValueError(f"y must be a 1-D tensor of labels of shape (B,), got shape {tuple(y.shape)}")
+        y = y.long()
+    else:
+        raise TypeError(f"y must be an int or an integer torch.Tensor of labels, got {type(y).__name__}")
+    if y.shape[0] != batch:
+        raise ValueError(f"y has {y.shape[0]} labels but the batch has {batch} items; pass one label per item")
+    if num_classes is not None and y.numel():
+        hi = num_classes + 1 if allow_null else num_classes
+        lo_v, hi_v = int(y.min()), int(y.max())
+        if lo_v < 0 or hi_v >= hi:
+            raise ValueError(
+                f"labels must lie in [0, {hi - 1}] (num_classes={num_classes}"
+                f"{', the null label included' if allow_null else ''}), got values in [{lo_v}, {hi_v}]")
+    return y
+
+
+def _resolve_num_classes(num_classes, model=None):
+    if num_classes is None and model is not None:
+        num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        raise ValueError(
+            "classifier-free guidance needs the number of classes to build the null label: pass "
+            "ClassifierFreeGuidance(w, num_classes=K) or give the model a `num_classes` attribute")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    return int(num_classes)
+
+
+def null_label(num_classes: int, batch: int, device=None) -> torch.Tensor:
+    """The null label ∅ (value ``num_classes``) for a batch: what a CFG model sees when it is told no class."""
+    return torch.full((batch,), int(num_classes), dtype=torch.long, device=device)
+
+
+class Guidance:
+    """No guidance: the model gets ``y`` as it is and the mean is left alone. Base class of the rules below.
+
+    ``needs_labels`` says whether the rule needs target labels; the samplers raise a clear error when it does
+    and ``y`` is missing.
+    """
+
+    needs_labels = False
+
+    def eps(self, model, x_t: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
+        """ε used by the sampler at (x_t, t)."""
+        eps = model(x_t, t) if y is None else model(x_t, t, y=y)
+        return check_model_output(eps, x_t)
+
+    def adjust_mean(self, mean, variance, x_t, t, y):
+        """The ancestral mean after guidance (identity here)."""
+        return mean
+
+    def adjust_eps(self, eps, schedule: NoiseSchedule, x_t, t, y):
+        """ε after guidance for DDIM sampling (identity here)."""
+        return eps
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class ClassifierFreeGuidance(Guidance):
+    """Classifier-free guidance (Ho & Salimans 2022), book eq. (8.1), in the seed's convention:
+
+        ε̃(x_t, t, y) = (1 + w) · ε_θ(x_t, t, y) − w · ε_θ(x_t, t, ∅)
+
+    * ``w = 0`` is plain conditional sampling, ``w = −1`` is unconditional sampling, ``w > 0`` sharpens
+      toward the class. diffusers' ``guidance_scale`` (and the CFG paper's Imagen-style "scale") is ``1 + w``:
+      diffusers' ``guidance_scale=7.5`` is ``w = 6.5`` here.
+    * ∅ is the null label, the value ``num_classes`` (the model must have been trained with label dropout
+      to that value). ``num_classes`` is given here or read from ``model.num_classes``.
+    * The conditional and the null pass are one batched model call on ``cat([x_t, x_t])``; at ``w = 0``
+      the null pass is skipped altogether (its weight is zero).
+    """
+
+    needs_labels = True
+
+    def __init__(self, w: float, num_classes: int | None = None):
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not torch.isfinite(torch.tensor(float(w))):
+            raise TypeError(f"w must be a finite real number (the guidance weight; diffusers' guidance_scale = 1 + w), "
+                            f"got {w!r}")
+        self.w = float(w)
+        self.num_classes = None if num_classes is None else _resolve_num_classes(num_classes)
+
+    def eps(self, model, x_t, t, y):
+        if y is None:
+            raise ValueError("classifier-free guidance needs target labels y (LongTensor of shape (B,))")
+        K = _resolve_num_classes(self.num_classes, model)
+        B = x_t.shape[0]
+        y = check_labels(y, B, K).to(x_t.device)
+        if self.w == 0.0:
+            return check_model_output(model(x_t, t, y=y), x_t)
+        x_in = torch.cat([x_t, x_t])
+        t_in = torch.cat([t, t])
+        y_in = torch.cat([y, null_label(K, B, device=y.device)])
+        eps_both = model(x_in, t_in, y=y_in)
+        if not isinstance(eps_both, torch.Tensor) or eps_both.shape != x_in.shape:
+            raise ValueError(f"the model must return ε of its input's shape {tuple(x_in.shape)} "
+                             f"(CFG batches the conditional and null passes), got "
+                             f"{getattr(eps_both, 'shape', type(eps_both).__name__)}")
+        eps_cond, eps_uncond = eps_both.chunk(2)
+        return (1.0 + self.w) * eps_cond - self.w * eps_uncond
+
+    def __repr__(self):
+        return f"ClassifierFreeGuidance(w={self.w:g}, num_classes={self.num_classes})"
+
+
+class ClassifierGuidance(Guidance):
+    """Classifier guidance (Dhariwal & Nichol 2021, the seed's "Classifier-Guidance"), book eqs. (7.1)–(7.2).
+
+    The diffusion model is unconditional: it gets no label. The target ``y`` goes to a noise-aware
+    classifier ``classifier(x_t, t) -> logits (B, num_classes)``, and the ancestral mean is shifted by
+
+        μ̃ = μ_θ(x_t, t) + scale · σ_t² · ∇_{x_t} log p_φ(y | x_t)          (7.1)
+
+    where σ_t² is the variance of the reverse step in use (β_t or β̃_t). The gradient is taken with respect
+    to the very tensor ``x_t`` fed to the classifier (a detached copy that requires grad), inside its own
+    ``torch.enable_grad()`` block; no graph outlives the call and no gradient reaches the classifier's
+    parameters. For DDIM, the same score is written on ε (Dhariwal & Nichol, Algorithm 2):
+
+        ε̃ = ε_θ(x_t, t) − scale · √(1 − ᾱ_t) · ∇_{x_t} log p_φ(y | x_t)      (7.2)
+
+    ``scale = 0`` is unguided sampling; the seed calls the scale γ.
+    """
+
+    needs_labels = True
+
+    def __init__(self, classifier, scale: float = 1.0):
+        if not callable(classifier):
+            raise TypeError(f"classifier must be a callable classifier(x_t, t) -> logits, got {type(classifier).__name__}")
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not torch.isfinite(torch.tensor(float(scale))):
+            raise TypeError(f"scale must be a finite real number, got {scale!r}")
+        self.classifier = classifier
+        self.scale = float(scale)
+
+    def grad_log_prob(self, x_t: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
+        """∇_{x_t} log p_φ(y | x_t), one gradient per item (the items are independent, so the gradient of the
+        sum of log-probabilities is each item's own gradient). Returned detached, in x_t's shape."""
+        if y is None:
+            raise ValueError("classifier guidance needs target labels y (LongTensor of shape (B,))")
+        B = x_t.shape[0]
+        y = check_labels(y, B).to(x_t.device)
+        with torch.enable_grad():
+            x_in = x_t.detach().requires_grad_(True)
+            logits = self.classifier(x_in, t)
+            if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != B:
+                raise ValueError(f"the classifier must return logits of shape (B, num_classes) = ({B}, K), got "
+                                 f"{getattr(logits, 'shape', type(logits).__name__)}")
+            if int(y.max()) >= logits.shape[1] or int(y.min()) < 0:
+                raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}] for this classifier, got "
+                                 f"values in [{int(y.min())}, {int(y.max())}]")
+            if logits.dtype in (torch.float16, torch.bfloat16):  # softmax in fp32 for half-precision classifiers
+                logits = logits.float()
+            log_p = F.log_softmax(logits, dim=-1)
+            selected = log_p.gather(1, y[:, None]).sum()
+            (grad,) = torch.autograd.grad(selected, x_in)
+        return grad.detach().to(x_t.dtype)
+
+    def eps(self, model, x_t, t, y):
+        # The model is unconditional here: y goes to the classifier, not to the model.
+        return check_model_output(model(x_t, t), x_t)
+
+    def adjust_mean(self, mean, variance, x_t, t, y):
+        if self.scale == 0.0:
+            return mean
+        return mean + self.scale * variance * self.grad_log_prob(x_t, t, y)
+
+    def adjust_eps(self, eps, schedule, x_t, t, y):
+        if self.scale == 0.0:
+            return eps
+        sqrt_one_minus_ab = schedule.extract("sqrt_one_minus_alpha_bars", t, x_t)
+        return eps - self.scale * sqrt_one_minus_ab * self.grad_log_prob(x_t, t, y)
+
+    def __repr__(self):
+        return f"ClassifierGuidance(classifier={type(self.classifier).__name__}, scale={self.scale:g})"
