@@ -120,6 +120,9 @@ def read_idx(path) -> np.ndarray:
     code, ndim = data[2], data[3]
     if code not in _IDX_DTYPES:
         raise ValueError(f"{path}: unknown IDX element type 0x{code:02x}")
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX header: {ndim} dimensions need {4 + 4 * ndim} header bytes, "
+                         f"the file holds {len(data)}")
     dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = int(np.prod(dims)) * dtype.itemsize
