@@ -1,0 +1,398 @@
+"""Judging samples of 8×8 digits (book chapters 6–8): a clean classifier, and numbers computed with it.
+
+* :class:`DigitsJudge` — a small CNN trained on the *clean* digits train split (``data.load_digits``), never on
+  noisy inputs and never on samples. :func:`get_judge` gives one per process (loaded from shipped weights when
+  they exist, else trained deterministically in well under a minute on a CPU).
+* :func:`conditional_accuracy` — how often the judge reads a conditional sample as the label it was asked for.
+* :func:`frechet_distance` — the Fréchet distance between Gaussians fitted to two feature sets, the FID recipe
+  with the judge's penultimate layer in place of Inception's; :func:`real_frechet_baseline` is the same number
+  for real train vs real test digits, the floor a perfect sampler reaches at that sample size.
+* :func:`diversity` — mean pairwise feature distance relative to real data (1 ≈ as varied as real digits,
+  0 = one image repeated), per-class mode coverage and the entropy of the predicted class histogram.
+
+Inputs are image batches (N, 1, 8, 8) in [-1, 1]; samples are clamped to [-1, 1] before judging, as saving
+them as images would.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import load_digits
+
+__all__ = [
+    "DigitsJudge", "train_judge", "judge_from_state_dict", "load_judge", "save_judge", "get_judge", "report_judge",
+    "conditional_accuracy", "frechet_distance", "frechet_distance_gaussians", "gaussian_stats",
+    "frechet_distance_to_data", "real_frechet_baseline", "pairwise_distance", "class_histogram", "mode_coverage",
+    "diversity", "JUDGE_WEIGHTS_NAME", "JUDGE_ARCH",
+]
+
+JUDGE_ARCH = "digits-judge-v1"
+JUDGE_WEIGHTS_NAME = "digits-judge.safetensors"   # looked for under diffusion_lab/pretrained/
+NUM_CLASSES = 10
+IMAGE_SHAPE = (1, 8, 8)
+
+
+# ----------------------------------------------------------------------------- the judge
+class DigitsJudge(nn.Module):
+    """A small CNN classifier for 8×8 digits in [-1, 1]: three 3×3 conv layers, two 2×2 max-pools, a 64-unit
+    hidden layer (the *features* used by the Fréchet distance and the diversity measures), then 10 logits.
+
+    ``forward(x)`` → logits; :meth:`features` → penultimate activations (N, 64); :meth:`predict` → labels;
+    :meth:`accuracy` → fraction correct. All evaluation methods run in eval mode without gradients, in batches,
+    and clamp the input to [-1, 1].
+    """
+
+    feature_dim = 64
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),      # 4×4
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),      # 2×2
+        )
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(64 * 2 * 2, self.feature_dim), nn.ReLU())
+        self.head = nn.Linear(self.feature_dim, NUM_CLASSES)
+        self.num_classes = NUM_CLASSES
+
+    def forward(self, x):
+        return self.head(self.hidden(self.conv(x)))
+
+    # -- evaluation helpers -------------------------------------------------------------------
+    def _batches(self, x, fn, batch_size=1024):
+        x = _check_images(x)
+        was_training = self.training
+        self.eval()
+        dev = next(self.parameters()).device
+        try:
+            with torch.no_grad():
+                outs = [fn(x[i:i + batch_size].to(dev, torch.float32).clamp(-1, 1)).cpu()
+                        for i in range(0, x.shape[0], batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    def logits(self, x) -> torch.Tensor:
+        """Logits (N, 10) on the CPU."""
+        return self._batches(x, self.forward)
+
+    def features(self, x) -> torch.Tensor:
+        """Penultimate-layer activations (N, 64) on the CPU: the judge's feature space."""
+        return self._batches(x, lambda b: self.hidden(self.conv(b)))
+
+    def predict(self, x) -> torch.Tensor:
+        """Predicted labels (N,)."""
+        return self.logits(x).argmax(1)
+
+    def accuracy(self, x, y) -> float:
+        """Fraction of ``x`` classified as ``y``."""
+        y = torch.as_tensor(y).long().reshape(-1).cpu()
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} images but y has {y.shape[0]} labels")
+        return float((self.predict(x) == y).double().mean()) if len(y) else float("nan")
+
+
+def _check_images(x):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a tensor of images (N, 1, 8, 8), got {type(x).__name__}")
+    if x.dim() == 3 and tuple(x.shape[1:]) == (8, 8):
+        x = x.unsqueeze(1)
+    if x.dim() != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
+        raise ValueError(f"the digits judge takes images of shape (N, 1, 8, 8) in [-1, 1], got {tuple(x.shape)}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"images must be floating point in [-1, 1], got dtype {x.dtype}")
+    return x.detach()
+
+
+def _random_shift(x, generator, max_shift=1):
+    """Shift each image by up to ``max_shift`` pixels in each direction (padding with the background −1)."""
+    n = x.shape[0]
+    pad = F.pad(x, (max_shift,) * 4, value=-1.0)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    out = torch.empty_like(x)
+    for sx in range(2 * max_shift + 1):
+        for sy in range(2 * max_shift + 1):
+            m = (dx == sx) & (dy == sy)
+            if m.any():
+                out[m] = pad[m, :, sy:sy + 8, sx:sx + 8]
+    return out
+
+
+def train_judge(*, epochs: int = 30, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, augment: bool = True,
+                verbose: bool = False) -> DigitsJudge:
+    """Train a :class:`DigitsJudge` on the clean digits train split, deterministically for a given ``seed``.
+
+    Adam with a cosine-decayed learning rate; with ``augment`` each batch is shifted by up to one pixel, which
+    makes the judge less brittle on generated digits. About 15 s on 2 CPU cores; test accuracy ≈ 99 % (≥ 97 % is tested).
+    """
+    x, y = load_digits("train")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        judge = DigitsJudge()
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(judge.parameters(), lr=lr)
+    n = x.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    judge.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            xb, yb = x[idx], y[idx]
+            if augment:
+                xb = _random_shift(xb, gen)
+            loss = F.cross_entropy(judge(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        if verbose and (epoch + 1) % 10 == 0:
+            print(f"judge epoch {epoch + 1}/{epochs}: train loss {total / n:.4f}")
+    judge.eval()
+    for p in judge.parameters():
+        p.requires_grad_(False)
+    return judge
+
+
+def judge_from_state_dict(state_dict) -> DigitsJudge:
+    """A :class:`DigitsJudge` (eval mode, frozen) holding the given weights."""
+    judge = DigitsJudge()
+    judge.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()})
+    judge.eval()
+    for p in judge.parameters():
+        p.requires_grad_(False)
+    return judge
+
+
+def save_judge(judge: DigitsJudge, path) -> Path:
+    """Write the judge's weights as safetensors, with its architecture and test accuracy in the metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    acc = judge.accuracy(*load_digits("test"))
+    sd = {k: v.detach().cpu().contiguous() for k, v in judge.state_dict().items()}
+    save_file(sd, str(path), metadata={"arch": JUDGE_ARCH, "test_accuracy": f"{acc:.6f}",
+                                       "data": "sklearn digits, diffusion_lab.data.load_digits('train')"})
+    return path
+
+
+def load_judge(path) -> DigitsJudge:
+    """Load a judge written by :func:`save_judge`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        arch = (f.metadata() or {}).get("arch", JUDGE_ARCH)
+    if arch != JUDGE_ARCH:
+        raise ValueError(f"{path} holds a {arch!r} judge, this code builds {JUDGE_ARCH!r}")
+    return judge_from_state_dict(load_file(str(path)))
+
+
+def _shipped_judge_path() -> Path:
+    return Path(__file__).resolve().parent / "pretrained" / JUDGE_WEIGHTS_NAME
+
+
+_JUDGE_CACHE: dict = {}
+
+
+def get_judge(path=None, *, verbose: bool = False) -> DigitsJudge:
+    """The judge for this process, built once and cached.
+
+    Loaded from ``path`` if given, else from the shipped ``diffusion_lab/pretrained/digits-judge.safetensors``
+    when it exists (set ``DIFFUSION_LAB_RETRAIN_JUDGE=1`` to ignore it), else trained by :func:`train_judge`.
+    """
+    key = str(path) if path is not None else None
+    if key in _JUDGE_CACHE:
+        return _JUDGE_CACHE[key]
+    if path is not None:
+        judge = load_judge(path)
+    else:
+        shipped = _shipped_judge_path()
+        if shipped.exists() and os.environ.get("DIFFUSION_LAB_RETRAIN_JUDGE", "") in ("", "0"):
+            judge = load_judge(shipped)
+        else:
+            judge = train_judge(verbose=verbose)
+    if verbose:
+        report_judge(judge)
+    _JUDGE_CACHE[key] = judge
+    return judge
+
+
+def report_judge(judge: DigitsJudge | None = None) -> float:
+    """Print and return the judge's accuracy on the digits test split."""
+    judge = judge or get_judge()
+    acc = judge.accuracy(*load_digits("test"))
+    print(f"digits judge: test accuracy {100 * acc:.2f}% on {len(load_digits('test')[1])} held-out images")
+    return acc
+
+
+# ----------------------------------------------------------------------------- accuracy
+def conditional_accuracy(samples: torch.Tensor, labels, judge: DigitsJudge | None = None) -> float:
+    """Fraction of conditional samples that the judge reads as the label they were generated for.
+
+    On real test digits this is exactly the judge's test accuracy, so the judge's own error rate is the
+    ceiling's gap: a sampler cannot be shown to do better than the judge sees.
+    """
+    judge = judge or get_judge()
+    return judge.accuracy(samples, labels)
+
+
+# ----------------------------------------------------------------------------- Fréchet distance
+def _as_f64(a, name):
+    a = torch.as_tensor(a).detach().to("cpu", torch.float64)
+    if a.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D array of features (N, D), got shape {tuple(a.shape)}")
+    if a.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 rows to estimate a covariance, got {a.shape[0]}")
+    return a
+
+
+def gaussian_stats(feats) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and unbiased covariance (D, D) of features (N, D), in float64."""
+    f = _as_f64(feats, "feats")
+    mu = f.mean(0)
+    c = f - mu
+    return mu, c.T @ c / (f.shape[0] - 1)
+
+
+def _sqrtm_psd(s):
+    w, v = torch.linalg.eigh((s + s.T) / 2)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+def frechet_distance_gaussians(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet (2-Wasserstein²) distance between N(μ₁, Σ₁) and N(μ₂, Σ₂):
+
+        d² = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2})
+
+    In float64. Tr((Σ₁Σ₂)^{1/2}) is computed as Σ √λ_i of the *symmetric* PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2}
+    (same eigenvalues as Σ₁Σ₂), with eigh, so no complex square roots appear; tiny negative eigenvalues from
+    round-off are clamped to 0, and so is the result.
+    """
+    mu1, mu2 = (torch.as_tensor(m, dtype=torch.float64).reshape(-1) for m in (mu1, mu2))
+    s1, s2 = (torch.as_tensor(s, dtype=torch.float64) for s in (sigma1, sigma2))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.numel(), mu1.numel()):
+        raise ValueError(f"shapes do not match: mu {tuple(mu1.shape)}/{tuple(mu2.shape)}, "
+                         f"sigma {tuple(s1.shape)}/{tuple(s2.shape)}")
+    r1 = _sqrtm_psd(s1)
+    m = r1 @ s2 @ r1
+    tr_sqrt = torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum()
+    d2 = (mu1 - mu2).pow(2).sum() + torch.trace(s1) + torch.trace(s2) - 2 * tr_sqrt
+    return max(float(d2), 0.0)
+
+
+def frechet_distance(feats_a, feats_b) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N_a, D) and (N_b, D) — the FID formula.
+
+    The estimate is biased upward at finite N (of order D²/N), so compare numbers computed with similar
+    sample sizes, and against :func:`real_frechet_baseline`.
+    """
+    fa, fb = _as_f64(feats_a, "feats_a"), _as_f64(feats_b, "feats_b")
+    if fa.shape[1] != fb.shape[1]:
+        raise ValueError(f"feature dimensions differ: {fa.shape[1]} vs {fb.shape[1]}")
+    return frechet_distance_gaussians(*gaussian_stats(fa), *gaussian_stats(fb))
+
+
+_REAL_FEATS: dict = {}
+
+
+def _real_features(judge, split):
+    key = (id(judge), split)
+    if key not in _REAL_FEATS:
+        x, _ = load_digits(split)
+        _REAL_FEATS[key] = judge.features(x)
+    return _REAL_FEATS[key]
+
+
+def frechet_distance_to_data(samples: torch.Tensor, judge: DigitsJudge | None = None, split: str = "train") -> float:
+    """Fréchet distance between samples and a real digits split (default: train, 1437 images) in the judge's
+    feature space. Lower is better; read it against :func:`real_frechet_baseline` (real test vs real train)."""
+    judge = judge or get_judge()
+    return frechet_distance(judge.features(samples), _real_features(judge, split))
+
+
+def real_frechet_baseline(judge: DigitsJudge | None = None) -> float:
+    """Fréchet distance between the real test split (360 images) and the real train split: what a perfect
+    sampler would score with 360 samples. Samples scoring near it are indistinguishable to the judge's features."""
+    judge = judge or get_judge()
+    return frechet_distance(_real_features(judge, "test"), _real_features(judge, "train"))
+
+
+# ----------------------------------------------------------------------------- diversity
+def pairwise_distance(feats, max_items: int = 2000, seed: int = 0) -> float:
+    """Mean Euclidean distance between distinct pairs of rows of ``feats`` (N, D); above ``max_items`` rows a
+    fixed random subset is used. 0 for a set of identical items."""
+    f = torch.as_tensor(feats).detach().to("cpu", torch.float64)
+    if f.dim() != 2 or f.shape[0] < 2:
+        raise ValueError(f"need at least 2 feature rows (N, D), got shape {tuple(f.shape)}")
+    if f.shape[0] > max_items:
+        f = f[torch.randperm(f.shape[0], generator=torch.Generator().manual_seed(seed))[:max_items]]
+    n = f.shape[0]
+    d = torch.cdist(f, f)
+    return float(d.sum() / (n * (n - 1)))
+
+
+def class_histogram(samples: torch.Tensor, judge: DigitsJudge | None = None) -> torch.Tensor:
+    """Fraction of samples the judge assigns to each of the 10 classes (sums to 1)."""
+    judge = judge or get_judge()
+    pred = judge.predict(samples)
+    return torch.bincount(pred, minlength=NUM_CLASSES).double() / max(len(pred), 1)
+
+
+def mode_coverage(samples: torch.Tensor, judge: DigitsJudge | None = None, min_share: float | None = None) -> float:
+    """Fraction of the 10 classes that receive at least ``min_share`` of the samples (default: a quarter of
+    the uniform share, 2.5 %). 1.0 when every digit appears; 0.1 for a collapse onto one digit."""
+    min_share = 0.25 / NUM_CLASSES if min_share is None else float(min_share)
+    hist = class_histogram(samples, judge)
+    return float((hist >= min_share).double().mean())
+
+
+def diversity(samples: torch.Tensor, judge: DigitsJudge | None = None, labels=None, reference_split: str = "train",
+              min_share: float | None = None) -> dict:
+    """Diversity of a batch of samples, judged against real digits. Returns a dict:
+
+    ``pairwise_ratio``  mean pairwise feature distance of the samples divided by the same for the real
+                        ``reference_split``: ≈1 as varied as real data, →0 for a collapse (one image repeated).
+                        With ``labels`` (conditional samples) it is computed within each class against the
+                        real images of that class and averaged over the classes present: a guidance weight
+                        that trades variety for fidelity shows up here.
+    ``mode_coverage``   fraction of the 10 classes holding at least ``min_share`` of the samples
+                        (see :func:`mode_coverage`).
+    ``class_entropy``   entropy of the predicted class histogram divided by log 10 (1 = all digits equally often).
+    ``class_histogram`` the histogram itself (list of 10 fractions).
+    """
+    judge = judge or get_judge()
+    feats = judge.features(samples)
+    real_x, real_y = load_digits(reference_split)
+    real_feats = _real_features(judge, reference_split)
+    if labels is None:
+        ratio = pairwise_distance(feats) / pairwise_distance(real_feats)
+    else:
+        labels = torch.as_tensor(labels).long().reshape(-1).cpu()
+        if labels.shape[0] != feats.shape[0]:
+            raise ValueError(f"samples has {feats.shape[0]} images but labels has {labels.shape[0]}")
+        ratios = []
+        for k in labels.unique().tolist():
+            fk = feats[labels == k]
+            if fk.shape[0] >= 2:
+                ratios.append(pairwise_distance(fk) / pairwise_distance(real_feats[real_y == k]))
+        if not ratios:
+            raise ValueError("need at least 2 samples of some class to measure within-class diversity")
+        ratio = sum(ratios) / len(ratios)
+    hist = class_histogram(samples, judge)
+    nz = hist[hist > 0]
+    entropy = max(0.0, float(-(nz * nz.log()).sum() / math.log(NUM_CLASSES)))
+    min_share = 0.25 / NUM_CLASSES if min_share is None else float(min_share)
+    return {"pairwise_ratio": float(ratio), "mode_coverage": float((hist >= min_share).double().mean()),
+            "class_entropy": entropy, "class_histogram": [round(float(h), 6) for h in hist]}
