@@ -1,0 +1,248 @@
+"""Gaussian mixtures and their exact optimal denoiser (book chapters 4 and 6).
+
+A mixture stays a mixture under the forward process (2.4). If q(x_0) = Σ_k w_k N(μ_k, Σ_k), then, eq. (4.10),
+
+    q_t(x_t) = Σ_k w_k N(x_t; √ᾱ_t μ_k, ᾱ_t Σ_k + (1 − ᾱ_t) I),
+
+so the score ∇ log q_t is known in closed form, and with it the best ε-model any network could learn
+under L_simple, eq. (4.11) (Tweedie's formula):
+
+    ε*(x_t, t) = E[ε | x_t] = −√(1 − ᾱ_t) ∇_{x_t} log q_t(x_t).
+
+Its mean μ_θ (3.7) is then the true reverse mean E[x_{t−1} | x_t], which makes the variational bound of
+chapter 4 computable for a "perfect" model and comparable with the exact −log q(x_0).
+
+Each covariance is diagonalised once, Σ_k = U_k diag(λ_k) U_kᵀ. Adding isotropic noise keeps the eigenvectors,
+ᾱΣ_k + (1 − ᾱ)I = U_k diag(ᾱλ_k + 1 − ᾱ) U_kᵀ, so densities and scores at any ᾱ — one per batch item —
+cost O(B·K·D²) with no new factorisation. Everything is computed in float64.
+
+Code index t ∈ {0, …, T−1} is the paper's step t+1, as everywhere in the package.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .schedules import NoiseSchedule, check_timesteps
+
+__all__ = ["GaussianMixture", "OptimalDenoiser", "optimal_eps_model", "example_mixture_2d"]
+
+_F64 = torch.float64
+
+
+class GaussianMixture:
+    """q(x) = Σ_k w_k N(x; μ_k, Σ_k) in D dimensions.
+
+    ``weights`` (K,) positive (normalised to sum to 1); ``means`` (K, D); and either ``covs`` (K, D, D),
+    symmetric positive definite, or ``stds`` — isotropic standard deviations, a number or shape (K,),
+    giving Σ_k = stds_k² I.
+    """
+
+    def __init__(self, weights, means, covs=None, *, stds=None):
+        means = torch.as_tensor(means, dtype=_F64)
+        if means.dim() != 2:
+            raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
+        K, D = means.shape
+        weights = torch.as_tensor(weights, dtype=_F64).reshape(-1)
+        if weights.shape[0] != K:
+            raise ValueError(f"got {weights.shape[0]} weights for {K} means")
+        if not (weights > 0).all():
+            raise ValueError("mixture weights must be positive")
+        if (covs is None) == (stds is None):
+            raise ValueError("give exactly one of covs (K, D, D) or stds (isotropic, a number or shape (K,))")
+        if covs is not None:
+            covs = torch.as_tensor(covs, dtype=_F64)
+            if covs.shape != (K, D, D):
+                raise ValueError(f"covs must have shape (K, D, D) = ({K}, {D}, {D}), got {tuple(covs.shape)}")
+            if not torch.allclose(covs, covs.transpose(1, 2), atol=1e-12):
+                raise ValueError("covs must be symmetric")
+            evals, evecs = torch.linalg.eigh(covs)
+        else:
+            stds = torch.as_tensor(stds, dtype=_F64).reshape(-1)
+            if stds.numel() == 1:
+                stds = stds.expand(K)
+            if stds.shape[0] != K:
+                raise ValueError(f"stds must be a number or have shape (K,) = ({K},), got {tuple(stds.shape)}")
+            evals = (stds ** 2)[:, None].expand(K, D).clone()
+            evecs = torch.eye(D, dtype=_F64).expand(K, D, D).clone()
+        if not (evals > 0).all():
+            raise ValueError("every covariance must be positive definite")
+        self.weights = weights / weights.sum()
+        self.means = means
+        self.evals = evals      # (K, D): eigenvalues λ_k of Σ_k
+        self.evecs = evecs      # (K, D, D): columns are the eigenvectors U_k
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def K(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def D(self) -> int:
+        return int(self.means.shape[1])
+
+    @property
+    def covs(self) -> torch.Tensor:
+        """Σ_k = U_k diag(λ_k) U_kᵀ, shape (K, D, D)."""
+        return self.evecs @ torch.diag_embed(self.evals) @ self.evecs.transpose(1, 2)
+
+    def mean(self) -> torch.Tensor:
+        """E[x] = Σ_k w_k μ_k."""
+        return self.weights @ self.means
+
+    def cov(self) -> torch.Tensor:
+        """Cov[x] = Σ_k w_k (Σ_k + μ_k μ_kᵀ) − E[x] E[x]ᵀ."""
+        m = self.mean()
+        second = (self.weights[:, None, None] * (self.covs + self.means[:, :, None] * self.means[:, None, :])).sum(0)
+        return second - torch.outer(m, m)
+
+    def __repr__(self):
+        return f"GaussianMixture(K={self.K}, D={self.D})"
+
+    def sample(self, n: int, generator: torch.Generator | None = None, *, dtype=torch.float64,
+               return_labels: bool = False):
+        """``n`` draws x ~ q, shape (n, D) (and the component of each draw if ``return_labels``)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.D, generator=generator, dtype=_F64)
+        x = self.means[k] + torch.einsum("nij,nj->ni", self.evecs[k], self.evals[k].sqrt() * z)
+        x = x.to(dtype)
+        return (x, k) if return_labels else x
+
+    # ------------------------------------------------------------------ densities
+    def _flat(self, x):
+        x = torch.as_tensor(x)
+        if x.dim() == 1 and self.D == 1:
+            x = x[:, None]
+        if x.dim() < 2 or x[0].numel() != self.D:
+            raise ValueError(f"x must have shape (B, {self.D}) (or (B, ...) with {self.D} numbers per item), "
+                             f"got {tuple(x.shape)}")
+        return x.reshape(x.shape[0], self.D).to(_F64)
+
+    def _components(self, x, alpha_bar):
+        """For x (B, D) float64 and ᾱ (B,) float64, the diffused mixture's per-component terms:
+        log w_k + log N_k(x) (B, K) and ∇ log N_k(x) (B, K, D)."""
+        ab = alpha_bar[:, None, None]
+        d = x[:, None, :] - ab.sqrt() * self.means[None]                    # (B, K, D)
+        z = torch.einsum("kji,bkj->bki", self.evecs, d)                      # U_kᵀ d
+        v = ab * self.evals[None] + (1.0 - ab)                               # eigenvalues of ᾱΣ_k + (1−ᾱ)I
+        log_n = -0.5 * ((z ** 2 / v) + v.log() + math.log(2 * math.pi)).sum(-1)
+        grad = -torch.einsum("kij,bkj->bki", self.evecs, z / v)             # −C_k⁻¹ d
+        return self.weights.log()[None] + log_n, grad
+
+    def _log_prob_score(self, x, alpha_bar):
+        logw, grad = self._components(x, alpha_bar)
+        log_q = torch.logsumexp(logw, dim=1)
+        resp = torch.softmax(logw, dim=1)                                    # responsibilities r_k(x)
+        return log_q, (resp[:, :, None] * grad).sum(1)
+
+    def log_prob(self, x) -> torch.Tensor:
+        """log q(x) per item, shape (B,), float64 (nats)."""
+        x = self._flat(x)
+        return self._log_prob_score(x, torch.ones(x.shape[0], dtype=_F64))[0]
+
+    def score(self, x) -> torch.Tensor:
+        """∇_x log q(x), shape (B, D), float64."""
+        x = self._flat(x)
+        return self._log_prob_score(x, torch.ones(x.shape[0], dtype=_F64))[1]
+
+    def responsibilities(self, x) -> torch.Tensor:
+        """P(component k | x), shape (B, K)."""
+        x = self._flat(x)
+        return torch.softmax(self._components(x, torch.ones(x.shape[0], dtype=_F64))[0], dim=1)
+
+    def diffuse(self, alpha_bar: float) -> "GaussianMixture":
+        """The law of √ᾱ x + √(1−ᾱ) ε for x ~ q, ε ~ N(0, I): eq. (4.10)."""
+        ab = float(alpha_bar)
+        if not 0.0 < ab <= 1.0:
+            raise ValueError(f"alpha_bar must lie in (0, 1], got {alpha_bar}")
+        out = GaussianMixture.__new__(GaussianMixture)
+        out.weights = self.weights
+        out.means = math.sqrt(ab) * self.means
+        out.evals = ab * self.evals + (1.0 - ab)
+        out.evecs = self.evecs
+        return out
+
+
+class OptimalDenoiser:
+    """The exact minimiser of L_simple (4.9) for data drawn from ``mixture``: ε*(x_t, t) = E[ε | x_t], eq. (4.11).
+
+    Call it like any denoiser, ``model(x_t, t, y=None) -> ε`` (``y`` is ignored); x_t has shape (B, D) or
+    (B, ...) with D numbers per item, t is a code index (an int or a LongTensor of shape (B,), possibly different
+    per item). Computation is in float64; the result has x_t's dtype and device.
+    """
+
+    def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule):
+        if not isinstance(mixture, GaussianMixture):
+            raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        self.mixture = mixture
+        self.schedule = schedule
+
+    def _prep(self, x, t):
+        xf = self.mixture._flat(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+        t = check_timesteps(t, self.schedule.T, batch=xf.shape[0])
+        return xf, self.schedule.alpha_bars[t.cpu()]
+
+    def log_prob(self, x, t) -> torch.Tensor:
+        """log q_t(x) of the diffused mixture at code index t, eq. (4.10); shape (B,), float64."""
+        xf, ab = self._prep(x, t)
+        return self.mixture._log_prob_score(xf, ab)[0]
+
+    def score(self, x, t) -> torch.Tensor:
+        """∇_x log q_t(x) at code index t, shape (B, D), float64."""
+        xf, ab = self._prep(x, t)
+        return self.mixture._log_prob_score(xf, ab)[1]
+
+    def x0_mean(self, x, t) -> torch.Tensor:
+        """E[x_0 | x_t] = (x_t + (1 − ᾱ_t) ∇ log q_t(x_t)) / √ᾱ_t (Tweedie), shape (B, D), float64."""
+        xf, ab = self._prep(x, t)
+        s = self.mixture._log_prob_score(xf, ab)[1]
+        return (xf + (1 - ab)[:, None] * s) / ab.sqrt()[:, None]
+
+    def reverse_log_prob(self, x_prev, x_t, t) -> torch.Tensor:
+        """log q(x_{t−1} | x_t) of the *true* reverse step (no x_0 given), by Bayes (3.3) on the marginals:
+        log q_{t−1}(x_{t−1}) + log q(x_t | x_{t−1}) − log q_t(x_t). Code index t; at t = 0, x_prev is x_0 and
+        q_{t−1} is the data mixture. Shape (B,), float64. Exact — unlike q(x_{t−1} | x_t, x_0) it is no Gaussian."""
+        xp, ab = self._prep(x_prev, t)
+        xt, _ = self._prep(x_t, t)
+        t = check_timesteps(t, self.schedule.T, batch=xp.shape[0]).cpu()
+        ab_prev = self.schedule.alpha_bars_prev[t]
+        beta = self.schedule.betas[t][:, None]
+        log_prev = self.mixture._log_prob_score(xp, ab_prev)[0]
+        log_step = -0.5 * (((xt - (1 - beta).sqrt() * xp) ** 2) / beta + beta.log() + math.log(2 * math.pi)).sum(1)
+        return log_prev + log_step - self.mixture._log_prob_score(xt, ab)[0]
+
+    def diffused(self, t: int) -> GaussianMixture:
+        """q_t, the law of x_t at code index ``t`` (paper step t+1), eq. (4.10)."""
+        t = int(check_timesteps(int(t), self.schedule.T)[0])
+        return self.mixture.diffuse(float(self.schedule.alpha_bars[t]))
+
+    def __call__(self, x_t, t, y=None) -> torch.Tensor:
+        xf, ab = self._prep(x_t, t)
+        s = self.mixture._log_prob_score(xf, ab)[1]
+        eps = -(1.0 - ab).sqrt()[:, None] * s                                 # eq. (4.11)
+        return eps.reshape(x_t.shape).to(device=x_t.device, dtype=x_t.dtype)
+
+    def __repr__(self):
+        return f"OptimalDenoiser({self.mixture!r}, {self.schedule!r})"
+
+
+def optimal_eps_model(mixture: GaussianMixture, schedule: NoiseSchedule) -> OptimalDenoiser:
+    """The analytic ε-model E[ε | x_t] = −√(1−ᾱ_t) ∇ log q_t(x_t) of eq. (4.11), a callable ``model(x_t, t, y=None)``
+    with ``.score(x, t)``, ``.log_prob(x, t)``, ``.x0_mean(x, t)`` and ``.diffused(t)``."""
+    return OptimalDenoiser(mixture, schedule)
+
+
+def example_mixture_2d() -> GaussianMixture:
+    """The 2-D mixture of chapter 4: three components, one round and two elongated, inside [-1, 1]²."""
+    def rot(deg, s1, s2):
+        a = math.radians(deg)
+        R = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=_F64)
+        return R @ torch.diag(torch.tensor([s1 ** 2, s2 ** 2], dtype=_F64)) @ R.T
+    covs = torch.stack([rot(0, 0.12, 0.12), rot(35, 0.30, 0.07), rot(-50, 0.22, 0.05)])
+    means = [[-0.45, 0.45], [0.35, 0.40], [0.05, -0.50]]
+    return GaussianMixture([0.3, 0.4, 0.3], means, covs)
