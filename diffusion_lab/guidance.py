@@ -67,10 +67,13 @@ def check_labels(y, batch: int, num_classes: int | None = None, *, allow_null: b
 def _resolve_num_classes(num_classes, model=None):
     if num_classes is None and model is not None:
         num_classes = getattr(model, "num_classes", None)
+        if num_classes is None:  # diffusion_lab.models keep it in their config
+            num_classes = getattr(getattr(model, "config", None), "num_classes", None)
     if num_classes is None:
         raise ValueError(
             "classifier-free guidance needs the number of classes to build the null label: pass "
-            "ClassifierFreeGuidance(w, num_classes=K) or give the model a `num_classes` attribute")
+            "ClassifierFreeGuidance(w, num_classes=K) or give the model a `num_classes` attribute "
+            "(or `model.config.num_classes`)")
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return int(num_classes)
@@ -116,7 +119,8 @@ class ClassifierFreeGuidance(Guidance):
       toward the class. diffusers' ``guidance_scale`` (and the CFG paper's Imagen-style "scale") is ``1 + w``:
       diffusers' ``guidance_scale=7.5`` is ``w = 6.5`` here.
     * ∅ is the null label, the value ``num_classes`` (the model must have been trained with label dropout
-      to that value). ``num_classes`` is given here or read from ``model.num_classes``.
+      to that value). ``num_classes`` is given here or read from ``model.num_classes`` or
+      ``model.config.num_classes``.
     * The conditional and the null pass are one batched model call on ``cat([x_t, x_t])``; at ``w = 0``
       the null pass is skipped altogether (its weight is zero).
     """

@@ -125,13 +125,23 @@ def _random_shift(x, generator, max_shift=1):
     return out
 
 
-def train_judge(*, epochs: int = 30, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, augment: bool = True,
+def train_judge(*, epochs: int = 25, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, augment: bool = True,
                 verbose: bool = False) -> DigitsJudge:
     """Train a :class:`DigitsJudge` on the clean digits train split, deterministically for a given ``seed``.
 
     Adam with a cosine-decayed learning rate; with ``augment`` each batch is shifted by up to one pixel, which
-    makes the judge less brittle on generated digits. About 15 s on 2 CPU cores; test accuracy ≈ 99 % (≥ 97 % is tested).
+    makes the judge less brittle on generated digits. Trains on one CPU thread (deterministic, and
+    fastest on a busy machine): about 10 s; test accuracy ≈ 99 % (≥ 97 % is tested).
     """
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic whatever the machine, and far faster than 2 threads on a busy CPU
+    try:
+        return _train_judge(epochs, batch_size, lr, seed, augment, verbose)
+    finally:
+        torch.set_num_threads(n_threads)
+
+
+def _train_judge(epochs, batch_size, lr, seed, augment, verbose):
     x, y = load_digits("train")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -276,18 +286,18 @@ def frechet_distance_gaussians(mu1, sigma1, mu2, sigma2) -> float:
 
         d² = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2})
 
-    In float64. Tr((Σ₁Σ₂)^{1/2}) is computed as Σ √λ_i of the *symmetric* PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2}
-    (same eigenvalues as Σ₁Σ₂), with eigh, so no complex square roots appear; tiny negative eigenvalues from
-    round-off are clamped to 0, and so is the result.
+    In float64, with no complex square roots: the symmetric PSD square roots Σ^{1/2} come from eigh (round-off
+    negative eigenvalues clamped to 0), and Tr((Σ₁Σ₂)^{1/2}) = Tr((Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2}) is the sum of
+    the singular values of Σ₁^{1/2} Σ₂^{1/2}. A round-off negative result is clamped to 0.
     """
     mu1, mu2 = (torch.as_tensor(m, dtype=torch.float64).reshape(-1) for m in (mu1, mu2))
     s1, s2 = (torch.as_tensor(s, dtype=torch.float64) for s in (sigma1, sigma2))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.numel(), mu1.numel()):
         raise ValueError(f"shapes do not match: mu {tuple(mu1.shape)}/{tuple(mu2.shape)}, "
                          f"sigma {tuple(s1.shape)}/{tuple(s2.shape)}")
-    r1 = _sqrtm_psd(s1)
-    m = r1 @ s2 @ r1
-    tr_sqrt = torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum()
+    # Tr (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2} = Σ singular values of Σ₁^{1/2} Σ₂^{1/2} (its nuclear norm): the same number
+    # without squaring the condition number, so a set scored against itself gives 0 to round-off.
+    tr_sqrt = torch.linalg.svdvals(_sqrtm_psd(s1) @ _sqrtm_psd(s2)).sum()
     d2 = (mu1 - mu2).pow(2).sum() + torch.trace(s1) + torch.trace(s2) - 2 * tr_sqrt
     return max(float(d2), 0.0)
 
@@ -396,3 +406,24 @@ def diversity(samples: torch.Tensor, judge: DigitsJudge | None = None, labels=No
     min_share = 0.25 / NUM_CLASSES if min_share is None else float(min_share)
     return {"pairwise_ratio": float(ratio), "mode_coverage": float((hist >= min_share).double().mean()),
             "class_entropy": entropy, "class_histogram": [round(float(h), 6) for h in hist]}
+
+
+def main(argv=None):
+    """``python -m diffusion_lab.metrics [--save PATH] [--epochs N] [--seed S]``: train the judge, print its test
+    accuracy and the real train-vs-test Fréchet distance, optionally write its weights (safetensors)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m diffusion_lab.metrics", description=main.__doc__)
+    ap.add_argument("--save", help="write the judge's weights here (e.g. diffusion_lab/pretrained/" + JUDGE_WEIGHTS_NAME + ")")
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    judge = train_judge(epochs=args.epochs, seed=args.seed, verbose=True)
+    report_judge(judge)
+    print(f"real train-vs-test Fréchet distance: {real_frechet_baseline(judge):.3f}")
+    if args.save:
+        print(f"wrote {save_judge(judge, args.save)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -101,6 +101,15 @@ def test_cfg_num_classes_and_labels_are_validated(mix):
         ClassifierFreeGuidance(1.0).eps(mix, x, t, None)
     with pytest.raises(TypeError, match="integer"):
         check_labels(torch.tensor([0.0, 1.0]), 2)
+    # num_classes is also read from model.config (how diffusion_lab.models keep it)
+    class Cfg:
+        num_classes = 2
+
+    def cfg_model(x, t, y=None):
+        return mix(x, t, y)
+
+    cfg_model.config = Cfg()
+    torch.testing.assert_close(ClassifierFreeGuidance(-1.0).eps(cfg_model, x, t, torch.tensor([0, 1])), mix(x, t))
     # an explicit num_classes wins over the model's attribute
     assert ClassifierFreeGuidance(1.0, num_classes=2).eps(lambda x, t, y=None: x * (y[:, None] < 2), x, t,
                                                            torch.tensor([0, 1])).shape == x.shape
