@@ -56,6 +56,7 @@ def make_models(resolution, in_channels, device):
     ours = UNet(UNetConfig(in_channels=in_channels, **cfg["ours"]))
     theirs = DiffusersEps(UNet2DModel(sample_size=resolution, in_channels=in_channels, out_channels=in_channels,
                                       layers_per_block=cfg["ours"]["num_res_blocks"], norm_num_groups=32,
+                                      attention_head_dim=None,  # one head, as ours (diffusers' default is 8 channels/head)
                                       **cfg["theirs"]))
     return ours.to(device), theirs.to(device)
 
@@ -94,7 +95,11 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5, help="training steps per model per round")
     p.add_argument("--channels-last", action="store_true", help="run our UNet in channels_last")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--amp", choices=("off", "bf16"), default="off", help="autocast both models (CPU bf16 needs avx512_bf16/AMX)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -109,7 +114,7 @@ def main(argv=None):
     x_ours = x.contiguous(memory_format=torch.channels_last) if args.channels_last else x
     po, pt = n_params(ours), n_params(theirs)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"resolution {args.resolution}, batch {args.batch}")
+          f"resolution {args.resolution}, batch {args.batch}, amp {args.amp}, ours channels_last {args.channels_last}")
     print(f"params: ours {po:,}  diffusers {pt:,}  (ratio {po / pt:.3f})")
 
     runs = {"ours": (ours, x_ours), "diffusers": (theirs, x)}
@@ -117,7 +122,8 @@ def main(argv=None):
 
     def step(name):
         m, xx = runs[name]
-        loss = loss_simple(m, schedule, xx, t, noise=noise)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+            loss = loss_simple(m, schedule, xx, t, noise=noise)
         loss.backward()
         opts[name].step()
         opts[name].zero_grad(set_to_none=True)
