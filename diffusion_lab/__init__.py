@@ -1,5 +1,15 @@
-"""diffusion-lab: the package behind the book. Diffusion math is stateless over a schedule and a
-callable ``model(x_t, t, y=None) -> ε``; see the book's chapters for each module."""
+"""diffusion-lab: the package behind the book. Diffusion math is stateless over a schedule and a callable
+``model(x_t, t, y=None) -> ε``; each chapter's code lives in the module of the same name:
+
+  schedules, diffusion      ch. 2–3  forward process, posterior, μ_θ, L_simple
+  likelihood                ch. 4    KL, discretized decoder, VLB, bits/dim
+  gaussian_mixture, oracles ch. 3–4, 6  exact denoisers for checking everything else
+  models, train, checkpoint ch. 5    UNet / MLP / noisy classifier, the training loop, safetensors checkpoints
+  sampling                  ch. 6    DDPM, DDIM, DDIM inversion
+  guidance                  ch. 7–8  classifier guidance, classifier-free guidance
+  metrics                   ch. 6–8  digits judge, Fréchet distance, diversity
+  data, widgets, profile    everywhere
+"""
 from . import data, diffusion, likelihood, schedules
 from .profile import by_profile, get_profile
 from .schedules import NoiseSchedule, cosine_schedule, linear_schedule

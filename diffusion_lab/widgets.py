@@ -4,15 +4,22 @@ The online book is static HTML: ``interact`` and ``observe`` callbacks never run
 everywhere (live kernel, Colab, static HTML) is to precompute the frames, put them in an
 ``ipywidgets.Stack`` of ``Image`` widgets, and tie a slider (and a ``Play`` button) to the stack's
 ``selected_index`` with ``jslink`` — a link the browser's widget manager evaluates by itself.
+
+One trap, found with the browser test of the built book: the book's pages load MathJax 3, and the
+widget manager (controls 5.x) calls the MathJax 2 API ``MathJax.Hub.Queue`` to typeset every non-empty
+widget ``description`` (and every ``Label``). On such a page that call throws while the view renders, and
+the ``jslink`` bindings silently stop working. So the scrubber gives its Play button and slider no
+description and shows its caption in an ``HTML`` widget, which is never typeset.
 """
 from __future__ import annotations
 
+import html
 import io
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["scrubber", "png_bytes", "array_to_png", "render_frames"]
+__all__ = ["scrubber", "chooser", "png_bytes", "array_to_png", "render_frames"]
 
 
 def png_bytes(fig, dpi: int = 80) -> bytes:
@@ -92,11 +99,43 @@ def scrubber(frames: Sequence[bytes], labels: Sequence[str] | None = None, *, de
     layout = W.Layout(width=width) if width else W.Layout()
     images = [W.Image(value=bytes(f), format="png", layout=layout) for f in frames]
     stack = W.Stack(images, selected_index=0)
-    slider = W.SelectionSlider(options=labels, index=0, description=description, continuous_update=True,
-                               layout=W.Layout(width="60%"))
-    play = W.Play(value=0, min=0, max=len(frames) - 1, step=1, interval=interval_ms, description="Play")
+    # No `description=` on purpose: see the module docstring (MathJax 3 breaks described widgets).
+    slider = W.SelectionSlider(options=labels, index=0, continuous_update=True, layout=W.Layout(width="60%"))
+    play = W.Play(value=0, min=0, max=len(frames) - 1, step=1, interval=interval_ms)
+    caption = W.HTML(value=f"<b>{html.escape(description)}</b>") if description else None
     W.jslink((play, "value"), (slider, "index"))
     W.jslink((slider, "index"), (stack, "selected_index"))
-    box = W.VBox([W.HBox([play, slider]), stack])
+    box = W.VBox([W.HBox([play, caption, slider] if caption else [play, slider]), stack])
     box.stack, box.slider, box.play = stack, slider, play
+    return box
+
+
+def chooser(children: Sequence, labels: Sequence[str], *, caption: str = "", sync_sliders: bool = True):
+    """Toggle buttons that show one of several widgets (e.g. one scrubber per data point), with no kernel needed.
+
+    The buttons' ``index`` is ``jslink``-ed to a ``Stack``'s ``selected_index``. With ``sync_sliders``, the
+    children's ``.slider`` attributes (scrubbers) are linked too, so switching keeps the chosen step.
+    Like :func:`scrubber`, it sets no widget ``description`` (see the module docstring).
+    """
+    import ipywidgets as W
+
+    children = list(children)
+    labels = [str(s) for s in labels]
+    if not children:
+        raise ValueError("chooser needs at least one child widget")
+    if len(labels) != len(children):
+        raise ValueError(f"got {len(children)} children but {len(labels)} labels; give one label per child")
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be distinct (the buttons show them)")
+    buttons = W.ToggleButtons(options=labels, index=0)
+    panel = W.Stack(children, selected_index=0)
+    W.jslink((buttons, "index"), (panel, "selected_index"))
+    if sync_sliders:
+        sliders = [getattr(c, "slider", None) for c in children]
+        if all(s is not None for s in sliders):
+            for a, b in zip(sliders, sliders[1:]):
+                W.jslink((a, "index"), (b, "index"))
+    head = [W.HTML(value=f"<b>{html.escape(caption)}</b>")] if caption else []
+    box = W.VBox([W.HBox(head + [buttons]), panel])
+    box.buttons, box.stack = buttons, panel
     return box

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Fetch, from the npm registry, the JavaScript that the built book loads from CDNs (the Jupyter widget
+# manager, require.js and MathJax) into .offline/ (git-ignored), so the browser test can serve them locally.
+# Versions match the <script> tags myst-nb and Sphinx write into the pages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .offline
+if [ -f .offline/node_modules/@jupyter-widgets/html-manager/dist/embed-amd.js ] \
+   && [ -f .offline/node_modules/requirejs/require.js ] \
+   && [ -f .offline/node_modules/mathjax/es5/tex-mml-chtml.js ]; then
+  exit 0
+fi
+npm install --silent --no-audit --no-fund --prefix .offline \
+  "@jupyter-widgets/html-manager@1.0.6" "requirejs@2.3.4" "mathjax@3"
