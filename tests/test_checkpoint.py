@@ -11,12 +11,6 @@ from diffusion_lab.models import MLPDenoiser, UNet
 from diffusion_lab.schedules import cosine_schedule, linear_schedule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

@@ -23,13 +23,6 @@ def lin():
     return linear_schedule(1000)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensor ops on 2 shared, busy cores run ~20× faster on one thread than on two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _gen(seed=0):

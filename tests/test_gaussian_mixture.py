@@ -11,13 +11,6 @@ from diffusion_lab.schedules import linear_schedule
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: OpenMP threads only add overhead (and stall badly on a busy machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

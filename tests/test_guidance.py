@@ -13,12 +13,6 @@ MEANS = torch.tensor([[1.5, 0.0], [-1.5, 0.5]], dtype=torch.float64)
 STD = 0.4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,6 @@ from diffusion_lab.schedules import cosine_schedule, linear_schedule
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensor ops on 2 shared, busy cores run far faster on one thread than on two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

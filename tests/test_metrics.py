@@ -9,12 +9,6 @@ from diffusion_lab import metrics
 from diffusion_lab.data import load_digits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,6 @@ from diffusion_lab.models import (MLPDenoiser, NoisyClassifier, UNet, UNetConfig
                                   model_from_config, timestep_embedding)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one thread is fastest and immune to oversubscription by other suites.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def small_unet(**kw):

@@ -15,13 +15,6 @@ from diffusion_lab.schedules import linear_schedule
 MU, S = 0.7, 0.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Many small ops: one thread is faster than two fighting over a busy machine, and deterministic.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,6 @@ from diffusion_lab.schedules import linear_schedule
 from diffusion_lab.train import NonFiniteLossError, default_device, train, train_classifier
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def moons_with_labels(n=512):

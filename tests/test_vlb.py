@@ -13,12 +13,6 @@ from diffusion_lab.schedules import linear_schedule
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def zero_model(x, t, y=None):
@@ -31,7 +25,6 @@ def _logN(x, mean, var):
 
 @pytest.fixture(scope="module")
 def setup_2d():
-    torch.set_num_threads(1)
     mixture = example_mixture_2d()
     schedule = linear_schedule(1000)
     model = optimal_eps_model(mixture, schedule)
