@@ -47,8 +47,11 @@ def _sample(model, schedule, y, *, sampler, guidance=None, seed=0, steps=50, bat
     return torch.cat(out)
 
 
+PARTS = ("cond_ddpm", "cond_ddim", "uncond", "cg", "classifier_by_t")
+
+
 def measure(n_per_class=100, uncond_n=1000, cg_per_class=20, cg_scale=3.0, cg_sampler="ddpm", w=2.0, seed=0,
-            verbose=True):
+            verbose=True, parts=PARTS):
     judge = metrics.get_judge()
     base = metrics.real_frechet_baseline(judge)
     res = {"real_train_vs_test_fd": base, "n_per_class": n_per_class, "w": w, "seed": seed}
@@ -61,6 +64,8 @@ def measure(n_per_class=100, uncond_n=1000, cg_per_class=20, cg_scale=3.0, cg_sa
     y = _labels(n_per_class)
     cfg = ClassifierFreeGuidance(w)
     for sampler, steps in (("ddpm", sched.T), ("ddim", 50)):
+        if f"cond_{sampler}" not in parts:
+            continue
         t0 = time.perf_counter()
         x = _sample(cond, sched, y, sampler=sampler, guidance=cfg, seed=seed, steps=steps)
         res[f"cond_{sampler}"] = {
@@ -71,7 +76,7 @@ def measure(n_per_class=100, uncond_n=1000, cg_per_class=20, cg_scale=3.0, cg_sa
         log(f"digits-cond CFG w={w:g} {sampler} {steps} steps: {res[f'cond_{sampler}']}")
 
     unc, usched = pretrained.load("digits-uncond")
-    if uncond_n:
+    if uncond_n and "uncond" in parts:
         t0 = time.perf_counter()
         x = _sample(unc, usched, None, sampler="ddpm", seed=seed, batch=uncond_n)
         div = metrics.diversity(x, judge)
@@ -80,7 +85,7 @@ def measure(n_per_class=100, uncond_n=1000, cg_per_class=20, cg_scale=3.0, cg_sa
                               "class_entropy": div["class_entropy"], "wall_s": time.perf_counter() - t0}
         log(f"digits-uncond ddpm: {res['uncond_ddpm']}")
 
-    if cg_per_class:
+    if cg_per_class and "cg" in parts:
         clf, _ = pretrained.load("digits-noisy-classifier")
         yc = _labels(cg_per_class)
         t0 = time.perf_counter()
@@ -92,7 +97,110 @@ def measure(n_per_class=100, uncond_n=1000, cg_per_class=20, cg_scale=3.0, cg_sa
                                       "wall_s": time.perf_counter() - t0}
         # Unguided uncond samples are read as each label ~10 % of the time: the floor guidance lifts.
         log(f"classifier guidance: {res['classifier_guidance']}")
+    if "classifier_by_t" in parts:
+        res["classifier_by_t"] = classifier_accuracy_by_t()
     return res
+
+
+def classifier_accuracy_by_t(ts=(0, 100, 200, 500, 999), seed=0) -> dict:
+    """The noisy classifier's accuracy on q_sample'd digits *test* images at fixed t."""
+    from diffusion_lab.data import load_digits
+    from diffusion_lab.diffusion import q_sample
+
+    clf, sched = pretrained.load("digits-noisy-classifier")
+    x, y = load_digits("test")
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for t in ts:
+        tt = torch.full((x.shape[0],), t, dtype=torch.long)
+        with torch.no_grad():
+            xt = q_sample(sched, x, tt, noise=torch.randn(x.shape, generator=g))
+            out[t] = float((clf(xt, tt).argmax(1) == y).double().mean())
+    return out
+
+
+DESCRIPTIONS = {
+    "digits-uncond": "Unconditional ε-prediction UNet for sklearn's 8×8 digits (`data.load_digits('train')`, [-1, 1]).",
+    "digits-cond": "Class-conditional ε-prediction UNet for 8×8 digits, trained with label dropout (the null label 10) "
+                   "for classifier-free guidance: `ClassifierFreeGuidance(w)`, ε̃ = (1+w)ε(y) − wε(∅).",
+    "digits-noisy-classifier": "Noise-aware classifier p(y | x_t, t) for classifier guidance, trained with "
+                               "cross-entropy on q_sample-noised digits at uniform t (`train_classifier`).",
+    "digits-judge": "The clean digits classifier of `diffusion_lab.metrics` (`DigitsJudge`): accuracy of "
+                    "conditional samples, Fréchet distance in its 64-d feature space, diversity. "
+                    "`metrics.get_judge()` loads this file instead of retraining.",
+}
+
+
+def write_cards(res: dict) -> None:
+    """Write ``<name>.md`` next to each shipped model, from its JSON and the measurements ``res``."""
+    folder = pretrained.pretrained_dir()
+    man = pretrained.manifest()["models"]
+    base = res["real_train_vs_test_fd"]
+    for name, entry in man.items():
+        doc = json.loads((folder / entry["config"]).read_text())
+        lines = [f"# {name}", "", DESCRIPTIONS.get(name, ""), "", "```python", "from diffusion_lab import pretrained",
+                 f"model, schedule = pretrained.load({name!r})" + ("   # schedule is None" if entry["kind"] == "judge" else ""),
+                 "```", "", "## How it was made", ""]
+        if entry["kind"] == "judge":
+            lines += ["```", "python -m diffusion_lab.metrics --save digits-judge.safetensors", "```", "",
+                      "`train_judge(epochs=25, batch_size=64, lr=2e-3, seed=0, augment=True)` on one CPU thread "
+                      "(deterministic; about 10 s), on the clean digits train split only.", ""]
+        else:
+            ex, tc = doc["extra"], doc["train_config"]
+            lines += ["```"] + [r["command"] for r in ex["cli_runs"]] + [
+                f"python -c \"from diffusion_lab import pretrained; pretrained.export('{ex['cli_runs'][-1]['command'].split('--out ')[-1].split()[0]}', '{name}')\"",
+                "```", "",
+                "The second line keeps the EMA weights only (stored as the model weights) and drops the optimiser "
+                "state.", "",
+                f"| | |", "|---|---|",
+                f"| architecture | `{doc['model']['kind']}` {json.dumps(doc['model']['config'])} |",
+                f"| parameters | {ex.get('num_params', 0):,} |",
+                f"| schedule | {doc['schedule'].get('name')} T={doc['schedule'].get('T')} |",
+                f"| steps × batch | {tc['steps']} × {tc['batch_size']} ({tc['steps'] * tc['batch_size']:,} examples) |",
+                f"| optimiser | AdamW lr {tc['lr']:g}, warm-up {tc['warmup']}, weight decay {tc['weight_decay']:g}, "
+                f"grad clip {tc['grad_clip']}, EMA {tc['ema_decay']} |",
+                f"| label dropout | {tc['label_dropout']} |",
+                f"| final loss (EMA-smoothed) | {ex.get('final_loss_ema')} |",
+                f"| wall time | {ex['wall_time_s']:.0f} s on this project's 2-core CPU, torch {ex['cli_runs'][-1]['torch']}, "
+                f"{ex['cli_runs'][-1]['threads']} thread ({ex['cli_runs'][-1]['img_per_s']:.0f} img/s; the two "
+                "denoisers and the classifier were trained concurrently on the shared 2 cores) |", ""]
+        lines += ["## Measured", ""]
+        if name == "digits-cond":
+            p, d = res["cond_ddpm"], res["cond_ddim"]
+            lines += [f"`benchmarks/targets.py`, CFG w = {res['w']:g}, {p['n']} samples ({res['n_per_class']} per digit), "
+                      f"seed {res['seed']}; judge = `digits-judge`; Fréchet distance vs the digits train split "
+                      f"(real train-vs-test: {base:.3f}).", "",
+                      "| sampler | judge accuracy | Fréchet distance | within-class diversity |", "|---|---|---|---|",
+                      f"| DDPM 1000 steps, σ² = β | {100 * p['accuracy']:.1f} % | {p['fd']:.3f} ({p['fd'] / base:.2f}× real) | {p['diversity']:.3f} |",
+                      f"| DDIM 50 steps, η = 0 | {100 * d['accuracy']:.1f} % | {d['fd']:.3f} ({p['fd'] and d['fd'] / p['fd']:.2f}× DDPM) | {d['diversity']:.3f} |", ""]
+        elif name == "digits-uncond":
+            u = res.get("uncond_ddpm")
+            if u:
+                lines += [f"DDPM 1000 steps (σ² = β), {u['n']} samples, seed {res['seed']}: Fréchet distance "
+                          f"{u['fd']:.3f} (real train-vs-test {base:.3f}); diversity (pairwise feature distance / "
+                          f"real) {u['diversity']:.3f}; mode coverage {u['mode_coverage']:.2f}; class entropy "
+                          f"{u['class_entropy']:.3f}.", ""]
+        elif name == "digits-noisy-classifier":
+            accs = res.get("classifier_by_t", {})
+            if accs:
+                lines += ["Accuracy on q_sample'd digits test images (360) at fixed t (code index):", "",
+                          "| t | " + " | ".join(str(t) for t in accs) + " |", "|---" * (len(accs) + 1) + "|",
+                          "| accuracy | " + " | ".join(f"{100 * a:.1f} %" for a in accs.values()) + " |", ""]
+            c = res.get("classifier_guidance")
+            if c:
+                lines += [f"Classifier guidance with `digits-uncond`, scale {c['scale']:g}, {c['sampler']} "
+                          f"({c['n']} samples): judge accuracy {100 * c['accuracy']:.1f} %, Fréchet distance "
+                          f"{c['fd']:.3f}.", ""]
+        else:
+            from diffusion_lab.data import load_digits
+            judge, _ = pretrained.load(name)
+            lines += [f"Test accuracy {100 * judge.accuracy(*load_digits('test')):.2f} % (360 held-out images); real "
+                      f"train-vs-test Fréchet distance in its feature space {base:.3f}.", ""]
+        lines += ["## Files", "", f"- `{entry['weights']}` ({entry['bytes']:,} bytes), sha256 `{entry['sha256']}`",
+                  f"- `{entry['config']}` (the JSON config); `MANIFEST.json` records the sha256, which "
+                  "`pretrained.load` verifies.", ""]
+        (folder / entry["card"]).write_text("\n".join(lines))
+        (folder / entry["card"]).chmod(0o644)
 
 
 def table(res) -> str:
@@ -133,13 +241,36 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the measurements here")
+    ap.add_argument("--write-cards", action="store_true", help="write the model cards in diffusion_lab/pretrained")
+    ap.add_argument("--from-json", nargs="+", default=None,
+                    help="skip measuring: read (and merge) the measurements from these files")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help="comma-separated subset of " + ",".join(PARTS) + " (run parts in parallel, then merge "
+                         "their --json files with --from-json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    res = measure(args.n_per_class, args.uncond_n, args.cg_per_class, args.cg_scale, args.cg_sampler, seed=args.seed)
-    print(table(res))
+    if args.from_json:
+        res = {}
+        for path in args.from_json:
+            with open(path) as f:
+                res.update(json.load(f))
+    else:
+        parts = tuple(p for p in args.parts.split(",") if p)
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            ap.error(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
+        res = measure(args.n_per_class, args.uncond_n, args.cg_per_class, args.cg_scale, args.cg_sampler,
+                      seed=args.seed, parts=parts)
+    if "cond_ddpm" in res and "cond_ddim" in res:
+        print(table(res))
+    if "classifier_by_t" in res:
+        print("noisy classifier accuracy by t: " + ", ".join(f"t={t}: {100 * a:.1f} %"
+                                                              for t, a in res["classifier_by_t"].items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
+    if args.write_cards:
+        write_cards(res)
 
 
 if __name__ == "__main__":

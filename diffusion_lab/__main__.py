@@ -340,11 +340,12 @@ def cmd_train(args, parser) -> int:
         "steps_run": round(res.samples_per_s * res.wall_time / args.batch_size),
         "wall_time_s": round(res.wall_time, 2), "img_per_s": round(res.samples_per_s, 1),
         "device": res.device, "amp": res.amp, "threads": torch.get_num_threads(), "torch": torch.__version__}]
+    loss = _ema_smoothed(res.losses)
     doc.setdefault("extra", {}).update({"data": args.data, "num_params": n_params, "label_dropout": label_dropout,
+                                         "final_loss_ema": round(loss, 5),
                                          "cli_runs": runs,
                                          "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 2)})
     ckpt.write_text(json.dumps(doc, indent=1))
-    loss = _ema_smoothed(res.losses)
     print(f"summary: steps={res.steps} final_loss={loss:.5f} wall_s={wall:.1f} img_per_s={res.samples_per_s:.1f} "
           f"device={res.device} out={ckpt}")
     return 0
