@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .diffusion import _check_schedule, p_mean_variance, q_mean_variance, q_posterior, q_sample
+from .diffusion import VARIANCES, _check_schedule, call_model, p_mean_variance, q_mean_variance, q_posterior, q_sample
 from .schedules import NoiseSchedule
 
 __all__ = ["normal_kl", "discretized_gaussian_log_likelihood", "gaussian_log_likelihood", "prior_kl", "vlb_terms",
@@ -100,35 +100,50 @@ def vlb_terms(model, schedule: NoiseSchedule, x0: torch.Tensor, *, y=None, varia
       ``total``  (B,):  L_T + Σ terms,
       ``bpd``    (B,):  total / (D log 2), and ``terms_bpd`` (B, T).
     ``timesteps`` restricts the loop to some code indices (the others stay NaN and ``total`` is NaN).
+    ``variance`` may be a tuple such as ``("beta", "beta_tilde")``: then one network call per step serves every
+    choice, all choices see the same draws of x_t (so their difference has little Monte Carlo noise), and the
+    result is a dict ``{variance: result}``.
     """
     _check_schedule(schedule)
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    several = isinstance(variance, (tuple, list))
+    variances = tuple(variance) if several else (variance,)
+    if not variances or len(set(variances)) != len(variances):
+        raise ValueError(f"variance must be one of {VARIANCES} or a tuple of distinct ones, got {variance!r}")
+    for v in variances:
+        if v not in VARIANCES:
+            raise ValueError(f"variance must be one of {VARIANCES} or a tuple of them, got {v!r}")
     B = x0.shape[0]
     D = x0[0].numel()
     T = schedule.T
-    terms = torch.full((B, T), float("nan"), dtype=torch.float64)
+    terms = {v: torch.full((B, T), float("nan"), dtype=torch.float64) for v in variances}
     steps = range(T) if timesteps is None else [int(s) for s in timesteps]
     for s in steps:
         t = torch.full((B,), s, dtype=torch.long, device=x0.device)
         x_t = q_sample(schedule, x0, t, generator=generator)
-        out = p_mean_variance(model, schedule, x_t, t, y=y, variance=variance)
-        if s == 0:
-            log_scales = 0.5 * out["log_variance"]
-            if decoder == "discretized":
-                ll = discretized_gaussian_log_likelihood(x0, out["mean"], log_scales, num_bins=num_bins)
-            else:
-                ll = gaussian_log_likelihood(x0, out["mean"], log_scales)
-            term = -ll
-        else:
+        eps = call_model(model, x_t, t, y)          # one network call serves every variance choice
+        if s > 0:
             true_mean, true_var = q_posterior(schedule, x0, x_t, t)
-            term = normal_kl(true_mean, true_var.log(), out["mean"], out["log_variance"])
-        terms[:, s] = term.reshape(B, -1).sum(1).double().cpu()
+        for v in variances:
+            out = p_mean_variance(model, schedule, x_t, t, y=y, variance=v, eps=eps)
+            if s == 0:
+                log_scales = 0.5 * out["log_variance"]
+                if decoder == "discretized":
+                    term = -discretized_gaussian_log_likelihood(x0, out["mean"], log_scales, num_bins=num_bins)
+                else:
+                    term = -gaussian_log_likelihood(x0, out["mean"], log_scales)
+            else:
+                term = normal_kl(true_mean, true_var.log(), out["mean"], out["log_variance"])
+            terms[v][:, s] = term.reshape(B, -1).sum(1).double().cpu()
     prior = prior_kl(schedule, x0).double().cpu()
-    total = prior + terms.sum(1)
     scale = D * math.log(2.0)
-    return {"terms": terms, "prior": prior, "total": total, "bpd": total / scale, "terms_bpd": terms / scale,
-            "prior_bpd": prior / scale}
+    results = {}
+    for v in variances:
+        total = prior + terms[v].sum(1)
+        results[v] = {"terms": terms[v], "prior": prior, "total": total, "bpd": total / scale,
+                      "terms_bpd": terms[v] / scale, "prior_bpd": prior / scale}
+    return results if several else results[variance]
 
 
 def bits_per_dim(model, schedule: NoiseSchedule, x0: torch.Tensor, **kwargs) -> float:

@@ -281,7 +281,7 @@ def test_vlb_bad_arguments(lin):
     model = _oracle(lin, x0)
     with pytest.raises(ValueError, match=r"decoder must be one of \('discretized', 'continuous'\), got 'logistic'"):
         L.vlb_terms(model, lin, x0, decoder="logistic")
-    with pytest.raises(ValueError, match=r"variance must be one of \('beta', 'beta_tilde'\), got 'learned'"):
+    with pytest.raises(ValueError, match=r"variance must be one of \('beta', 'beta_tilde'\) or a tuple of them, got 'learned'"):
         L.vlb_terms(model, lin, x0, variance="learned", timesteps=[1])
     with pytest.raises(TypeError, match="schedule must be a NoiseSchedule"):
         L.vlb_terms(model, lin.betas, x0)
@@ -289,3 +289,25 @@ def test_vlb_bad_arguments(lin):
         L.vlb_terms(model, lin, x0, timesteps=[1000])
     with pytest.raises(ValueError, match=r"t must lie in \[0, T-1\]"):
         L.vlb_terms(model, lin, x0, timesteps=[-1])
+
+
+def test_vlb_terms_with_several_variances_equals_separate_runs_on_the_same_draws():
+    sch = linear_schedule(50)
+    x0 = torch.linspace(-1, 1, 17, dtype=F64)[torch.randint(0, 17, (6, 4), generator=_gen(0))]
+    calls = []
+
+    def model(x, t, y=None):
+        calls.append(1)
+        return 0.3 * x
+
+    both = L.vlb_terms(model, sch, x0, variance=("beta", "beta_tilde"), num_bins=17, generator=_gen(1))
+    n_both = len(calls)
+    for v in ("beta", "beta_tilde"):
+        alone = L.vlb_terms(model, sch, x0, variance=v, num_bins=17, generator=_gen(1))
+        assert torch.allclose(both[v]["terms"], alone["terms"], rtol=0, atol=1e-12)
+        assert torch.allclose(both[v]["bpd"], alone["bpd"], rtol=0, atol=1e-12)
+    assert n_both == sch.T                               # one model call per step for both variances
+    with pytest.raises(ValueError, match="variance"):
+        L.vlb_terms(model, sch, x0, variance=("beta", "beta"), num_bins=17)
+    with pytest.raises(ValueError, match="variance"):
+        L.vlb_terms(model, sch, x0, variance=("beta", "sigma"), num_bins=17)
