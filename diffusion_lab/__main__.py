@@ -33,54 +33,25 @@ class CLIError(Exception):
 
 
 # ----------------------------------------------------------------------------- argument types
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return v
+def _checked(convert, ok, what: str):
+    """An argparse type: ``convert`` the text, then require ``ok(value)``; errors say what is expected."""
+    def parse(s: str):
+        try:
+            v = convert(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {s}")
+        return v
+    parse.__name__ = what  # argparse shows it in "invalid <name> value" messages
+    return parse
 
 
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
-    return v
-
-
-def _unit_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {s!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {v}")
-    return v
-
-
-def _finite_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be finite, got {s}")
-    return v
+_positive_int = _checked(int, lambda v: v > 0, "a positive integer")
+_nonneg_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _checked(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+_unit_float = _checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+_finite_float = _checked(float, math.isfinite, "a finite number")
 
 
 def _int_tuple(s: str) -> tuple:
@@ -93,13 +64,11 @@ def _int_tuple(s: str) -> tuple:
     return vals
 
 
+_ema_value = _checked(float, lambda v: 0.0 <= v < 1.0, "an EMA decay in [0, 1) (0 = no EMA)")
+
+
 def _ema_decay(s: str):
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1) (0 = no EMA), got {s!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"EMA decay must lie in [0, 1) (0 = no EMA), got {v}")
+    v = _ema_value(s)
     return None if v == 0.0 else v
 
 

@@ -107,7 +107,7 @@ def test_sample_writes_output(moons_checkpoint, tmp_path):
     (["train", "--data", "imagenet", "--out", "x"], "invalid choice: 'imagenet'"),
     (["train", "--steps", "-5", "--out", "x"], "--steps: must be a positive integer"),
     (["train", "--steps", "0", "--out", "x"], "--steps: must be a positive integer"),
-    (["train", "--label-dropout", "1.5", "--out", "x"], "--label-dropout: must lie in [0, 1]"),
+    (["train", "--label-dropout", "1.5", "--out", "x"], "--label-dropout: must be a number in [0, 1]"),
     (["train", "--model", "mlp", "--data", "two_moons"], "--out"),
     (["sample", "x", "--sampler", "euler"], "invalid choice: 'euler'"),
     (["sample", "x", "--n", "-1"], "--n: must be a positive integer"),
