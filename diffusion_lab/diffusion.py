@@ -36,7 +36,9 @@ def _check_same_shape(a, b, na, nb):
 
 def _noise_like(x, noise, generator=None):
     if noise is None:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        # draw on the generator's device (a CPU generator may serve CUDA data), then move to x's device
+        device = generator.device if generator is not None else x.device
+        return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
     _check_same_shape(noise, x, "noise", "x")
     return noise
 

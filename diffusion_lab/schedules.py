@@ -157,7 +157,8 @@ class NoiseSchedule:
         if self.name.startswith("linear"):
             return {"name": "linear", "T": self.T, "beta_start": float(self.betas[0]), "beta_end": float(self.betas[-1])}
         if self.name.startswith("cosine"):
-            return {"name": "cosine", "T": self.T, "s": getattr(self, "_s", 0.008)}
+            return {"name": "cosine", "T": self.T, "s": getattr(self, "_s", 0.008),
+                    "max_beta": getattr(self, "_max_beta", 0.999)}
         return {"name": "custom", "betas": self.betas.tolist()}
 
 
@@ -185,6 +186,7 @@ def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) ->
     betas = (1 - abar[1:] / abar[:-1]).clamp(min=1e-12, max=max_beta)
     sch = NoiseSchedule(betas, name="cosine")
     object.__setattr__(sch, "_s", float(s))
+    object.__setattr__(sch, "_max_beta", float(max_beta))
     return sch
 
 

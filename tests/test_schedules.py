@@ -258,3 +258,11 @@ def test_check_timesteps_types_and_batch():
         check_timesteps(torch.tensor([1, 2]), 10, batch=3)
     with pytest.raises(ValueError, match=r"1-D tensor of shape \(B,\), got shape \(2, 1\)"):
         check_timesteps(torch.tensor([[1], [2]]), 10)
+
+
+def test_cosine_config_round_trip_keeps_max_beta():
+    from diffusion_lab.schedules import get_schedule
+
+    sch = cosine_schedule(200, s=0.01, max_beta=0.5)
+    back = get_schedule(sch.to_config())
+    assert back.betas.max() <= 0.5 and torch.equal(back.betas, sch.betas)
