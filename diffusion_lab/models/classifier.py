@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import TimestepEmbedding, check_timesteps_input, group_norm
+from .layers import TimestepEmbedding, check_timesteps_input, group_norm, resolve_config
 from .unet import UNetConfig, build_down_path, build_middle, check_image_input
 
 __all__ = ["NoisyClassifierConfig", "NoisyClassifier"]
@@ -38,11 +38,7 @@ class NoisyClassifier(nn.Module):
 
     def __init__(self, config: NoisyClassifierConfig | None = None, **kwargs):
         super().__init__()
-        if config is None:
-            config = NoisyClassifierConfig(**kwargs)
-        elif kwargs:
-            raise TypeError("pass either a NoisyClassifierConfig or keyword arguments, not both")
-        self.config = cfg = config
+        self.config = cfg = resolve_config(NoisyClassifierConfig, config, kwargs)
         self.time_embed = TimestepEmbedding(cfg.base_channels, cfg.time_embed_dim)
         self.input_blocks, _, ch = build_down_path(cfg)
         self.middle_block = build_middle(cfg, ch)

@@ -21,6 +21,15 @@ __all__ = ["timestep_embedding", "TimestepEmbedding", "ResBlock", "AttentionBloc
            "zero_module", "group_norm"]
 
 
+def resolve_config(config_cls, config, kwargs: dict):
+    """A model's config: the ``config`` object given, or ``config_cls(**kwargs)``; never both."""
+    if config is None:
+        return config_cls(**kwargs)
+    if kwargs:
+        raise TypeError(f"pass either a {config_cls.__name__} or keyword arguments, not both")
+    return config
+
+
 def zero_module(module: nn.Module) -> nn.Module:
     """Set every parameter of ``module`` to zero and return it (improved-diffusion's ``zero_module``)."""
     for p in module.parameters():

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import TimestepEmbedding, check_labels_input, check_timesteps_input, zero_module
+from .layers import TimestepEmbedding, check_labels_input, check_timesteps_input, resolve_config, zero_module
 
 __all__ = ["MLPConfig", "MLPDenoiser"]
 
@@ -59,11 +59,7 @@ class MLPDenoiser(nn.Module):
 
     def __init__(self, config: MLPConfig | None = None, **kwargs):
         super().__init__()
-        if config is None:
-            config = MLPConfig(**kwargs)
-        elif kwargs:
-            raise TypeError("pass either an MLPConfig or keyword arguments, not both")
-        self.config = cfg = config
+        self.config = cfg = resolve_config(MLPConfig, config, kwargs)
         self.time_embed = TimestepEmbedding(cfg.time_embed_dim, cfg.time_embed_dim)
         self.label_embed = nn.Embedding(cfg.num_classes + 1, cfg.time_embed_dim) if cfg.num_classes else None
         self.input = nn.Linear(cfg.data_dim, cfg.hidden_dim)

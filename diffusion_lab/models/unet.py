@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import (AttentionBlock, Downsample, ResBlock, TimestepEmbedding, Upsample, check_labels_input,
-                     check_timesteps_input, group_norm, zero_module)
+                     check_timesteps_input, group_norm, resolve_config, zero_module)
 
 __all__ = ["UNetConfig", "UNet", "EmbedSequential", "check_image_input", "build_down_path", "build_middle"]
 
@@ -141,11 +141,7 @@ class UNet(nn.Module):
 
     def __init__(self, config: UNetConfig | None = None, **kwargs):
         super().__init__()
-        if config is None:
-            config = UNetConfig(**kwargs)
-        elif kwargs:
-            raise TypeError("pass either a UNetConfig or keyword arguments, not both")
-        self.config = cfg = config
+        self.config = cfg = resolve_config(UNetConfig, config, kwargs)
         emb = cfg.time_embed_dim
         self.time_embed = TimestepEmbedding(cfg.base_channels, emb)
         self.label_embed = nn.Embedding(cfg.num_classes + 1, emb) if cfg.num_classes is not None else None
