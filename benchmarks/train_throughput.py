@@ -8,6 +8,7 @@ and the median img/s of each is reported, with the ratio. Our achieved GFLOP/s (
 ``torch.utils.flop_counter.FlopCounterMode``) is compared with a float32 matmul measured in the same run.
 
     python benchmarks/train_throughput.py --resolution 8 --batch 128
+    python benchmarks/train_throughput.py --config digits --batch 128    # the shipped digits architecture
     python benchmarks/train_throughput.py --resolution 32 --batch 32 --rounds 3
 """
 from __future__ import annotations
@@ -22,8 +23,13 @@ from diffusion_lab.diffusion import loss_simple
 from diffusion_lab.models import UNet, UNetConfig
 from diffusion_lab.schedules import linear_schedule
 
-# Matched configurations: same widths, depth and attention placement.
+# Matched configurations: same widths, depth and attention placement. Keys 8 and 32 are --resolution;
+# "digits" is the architecture of the shipped digits models (702,753 parameters with the class embedding).
 CONFIGS = {
+    "digits": dict(ours=dict(image_size=8, base_channels=32, channel_mults=(1, 2), num_res_blocks=1,
+                             attention_resolutions=(4,)),
+                   theirs=dict(block_out_channels=(32, 64), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                               up_block_types=("AttnUpBlock2D", "UpBlock2D"))),
     8: dict(ours=dict(image_size=8, base_channels=64, channel_mults=(1, 2), num_res_blocks=2, attention_resolutions=(4,)),
             theirs=dict(block_out_channels=(64, 128), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                         up_block_types=("AttnUpBlock2D", "UpBlock2D"))),
@@ -49,10 +55,11 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-def make_models(resolution, in_channels, device):
+def make_models(key, in_channels, device):
     from diffusers import UNet2DModel
 
-    cfg = CONFIGS[resolution]
+    cfg = CONFIGS[key]
+    resolution = cfg["ours"]["image_size"]
     ours = UNet(UNetConfig(in_channels=in_channels, **cfg["ours"]))
     theirs = DiffusersEps(UNet2DModel(sample_size=resolution, in_channels=in_channels, out_channels=in_channels,
                                       layers_per_block=cfg["ours"]["num_res_blocks"], norm_num_groups=32,
@@ -89,7 +96,9 @@ def train_flops(model, schedule, x, t, noise):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--resolution", type=int, default=8, choices=sorted(CONFIGS))
+    p.add_argument("--resolution", type=int, default=8, choices=(8, 32))
+    p.add_argument("--config", choices=("digits",), default=None,
+                   help="a named configuration instead of --resolution's (digits: the shipped digits architecture)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=5)
@@ -103,8 +112,11 @@ def main(argv=None):
 
     torch.manual_seed(0)
     device = torch.device(args.device)
+    key = args.config or args.resolution
+    if args.config:
+        args.resolution = CONFIGS[key]["ours"]["image_size"]
     in_ch = 1 if args.resolution == 8 else 3
-    ours, theirs = make_models(args.resolution, in_ch, device)
+    ours, theirs = make_models(key, in_ch, device)
     if args.channels_last:
         ours = ours.to(memory_format=torch.channels_last)
     schedule = linear_schedule()
@@ -113,7 +125,7 @@ def main(argv=None):
     noise = torch.randn_like(x)
     x_ours = x.contiguous(memory_format=torch.channels_last) if args.channels_last else x
     po, pt = n_params(ours), n_params(theirs)
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, config {key}, "
           f"resolution {args.resolution}, batch {args.batch}, amp {args.amp}, ours channels_last {args.channels_last}")
     print(f"params: ours {po:,}  diffusers {pt:,}  (ratio {po / pt:.3f})")
 

@@ -64,6 +64,17 @@ def _int_tuple(s: str) -> tuple:
     return vals
 
 
+def _interval(s: str) -> tuple:
+    try:
+        vals = tuple(int(p) for p in s.replace(" ", "").split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 2 or vals[0] < 0 or vals[1] < vals[0]:
+        raise argparse.ArgumentTypeError(f"expected two code timesteps 'LO,HI' with 0 <= LO <= HI, such as '0,100', "
+                                         f"got {s!r}")
+    return vals
+
+
 _ema_value = _checked(float, lambda v: 0.0 <= v < 1.0, "an EMA decay in [0, 1) (0 = no EMA)")
 
 
@@ -180,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance-scale", type=_finite_float, default=None, metavar="W",
                    help="classifier-free guidance weight w: ε̃ = (1+w)·ε(y) − w·ε(∅) (0 = plain conditional; "
                         "diffusers' guidance_scale is 1+w). Needs a conditional model trained with label dropout")
+    s.add_argument("--guidance-interval", type=_interval, default=None, metavar="LO,HI",
+                   help="apply --guidance-scale only at code timesteps LO..HI (0-based, both included) and sample "
+                        "plain conditional elsewhere: the guidance interval, book eq. (8.2); e.g. '0,100'")
     s.add_argument("--labels", default=None,
                    help="target labels: comma-separated ('3' or '0,1,2'), cycled over the --n samples; default "
                         "0..K-1 cycled for a conditional model or guidance")
@@ -407,6 +421,8 @@ def cmd_sample(args, parser) -> int:
     if args.guidance_scale is not None and K is None:
         raise CLIError(f"--guidance-scale (classifier-free guidance) needs a conditional model trained with label "
                        f"dropout; {args.checkpoint} is unconditional (train it with --conditional)")
+    if args.guidance_interval is not None and args.guidance_scale is None:
+        raise CLIError("--guidance-interval applies to classifier-free guidance: give --guidance-scale W too")
     if args.sampler == "ddim" and args.steps > schedule.T:
         raise CLIError(f"--steps {args.steps} exceeds the schedule's T={schedule.T}")
 
@@ -418,7 +434,7 @@ def cmd_sample(args, parser) -> int:
         guidance = ClassifierGuidance(classifier, args.classifier_scale)
         K_lab = classifier.config.num_classes
     elif args.guidance_scale is not None:
-        guidance = ClassifierFreeGuidance(args.guidance_scale, num_classes=K)
+        guidance = ClassifierFreeGuidance(args.guidance_scale, num_classes=K, interval=args.guidance_interval)
         K_lab = K
     else:
         K_lab = K
@@ -430,6 +446,8 @@ def cmd_sample(args, parser) -> int:
     shape = (cfg.data_dim,) if kind == "mlp" else (cfg.in_channels, cfg.image_size, cfg.image_size)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     clip = (-1.0, 1.0) if args.clip_x0 else None
+    if guidance is not None:
+        print(f"guidance: {guidance!r}", flush=True)
     outs = []
     t0 = time.perf_counter()
     for i in range(0, args.n, args.batch_size):

@@ -33,7 +33,8 @@ def _env():
                "--dropout", "--data", "--conditional", "--label-dropout", "--schedule", "--T", "--steps",
                "--batch-size", "--lr", "--warmup", "--ema", "--seed", "--device", "--amp", "--compile", "--out",
                "--resume", "mnist", "fashion_mnist", "noisy_classifier"]),
-    ("sample", ["--sampler", "--steps", "--eta", "--variance", "--guidance-scale", "--labels", "--classifier",
+    ("sample", ["--sampler", "--steps", "--eta", "--variance", "--guidance-scale", "--guidance-interval", "--labels",
+                "--classifier",
                 "--classifier-scale", "--n", "--seed", "--out", "ddim", "beta_tilde"]),
 ])
 def test_help_names_every_flag(cmd, flags, capsys):
@@ -165,6 +166,24 @@ def test_sample_shipped_model_by_name_prints_metrics(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"^metrics: judge_accuracy=[0-9.]+ frechet=[0-9.]+ real_train_vs_test=2\.838", out, re.M)
     assert (tmp_path / "d.png").exists()
+
+
+def test_sample_with_a_guidance_interval(tmp_path, capsys):
+    rc = main(["sample", "digits-cond", "--sampler", "ddim", "--steps", "10", "--guidance-scale", "2",
+               "--guidance-interval", "0,300", "--n", "10", "--out", str(tmp_path / "i.png"), "--no-progress",
+               "--threads", "1", "--no-metrics"])
+    assert rc == 0 and "interval=(0, 300)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--guidance-scale", "2", "--guidance-interval", "300,0"], "0 <= LO <= HI"),
+    (["--guidance-scale", "2", "--guidance-interval", "5"], "'LO,HI'"),
+    (["--guidance-interval", "0,100"], "give --guidance-scale W too"),
+])
+def test_guidance_interval_bad_input(args, msg, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", "digits-cond", *args, "--out", str(tmp_path / "x.png"), "--threads", "1"])
+    assert exc.value.code == 2 and msg in capsys.readouterr().err
 
 
 def test_ema_smoothed_loss():

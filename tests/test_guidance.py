@@ -109,6 +109,41 @@ def test_cfg_num_classes_and_labels_are_validated(mix):
                                                            torch.tensor([0, 1])).shape == x.shape
 
 
+def test_cfg_interval_switches_guidance_per_item(sch, mix):
+    """(8.2): inside the interval ε̃ is (8.1), outside it the conditional ε — item by item."""
+    x, t, y = _x(), torch.tensor([0, 3, 50, 100, 150, 199]), torch.tensor([0, 1, 1, 0, 1, 0])
+    cond, uncond = mix(x, t, y), mix(x, t, torch.full((6,), 2))
+    out = ClassifierFreeGuidance(2.0, interval=(3, 100)).eps(mix, x, t, y)
+    inside = torch.tensor([False, True, True, True, False, False])
+    torch.testing.assert_close(out[inside], (3 * cond - 2 * uncond)[inside])
+    torch.testing.assert_close(out[~inside], cond[~inside])
+    # an interval that covers every step is plain CFG; a scalar t is broadcast over the batch
+    torch.testing.assert_close(ClassifierFreeGuidance(2.0, interval=(0, 199)).eps(mix, x, t, y),
+                               ClassifierFreeGuidance(2.0).eps(mix, x, t, y))
+    assert ClassifierFreeGuidance(2.0, interval=(0, 5)).weight(torch.tensor([5, 6])).tolist() == [2.0, 0.0]
+
+
+def test_cfg_interval_skips_the_null_pass_outside_and_samples_match(sch, mix):
+    model = CountingModel(mix)
+    y = torch.tensor([0, 1, 1, 0])
+    ddim_sample(model, sch, (4, 2), steps=10, y=y, guidance=ClassifierFreeGuidance(2.0, interval=(0, 60)),
+                progress=False)
+    sizes = [b for b, _ in model.calls]
+    assert len(sizes) == 10 and sizes.count(8) == 3 and sizes.count(4) == 7   # DDIM steps 0, 20, 40 are inside
+    # sampling with guidance only outside every visited step equals conditional sampling
+    a = ddpm_sample(mix, sch, (4, 2), y=y, guidance=ClassifierFreeGuidance(5.0, interval=(500, 600)),
+                    generator=torch.Generator().manual_seed(1), progress=False)
+    b = ddpm_sample(mix, sch, (4, 2), y=y, generator=torch.Generator().manual_seed(1), progress=False)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("bad, err", [((5, 2), ValueError), ((-1, 3), ValueError), ((0.0, 3), TypeError),
+                                      ((0, 1, 2), TypeError), (300, TypeError), ((True, 3), TypeError)])
+def test_cfg_interval_is_validated(bad, err):
+    with pytest.raises(err, match=r"interval must be \(t_lo, t_hi\)"):
+        ClassifierFreeGuidance(2.0, interval=bad)
+
+
 def test_cfg_sharpens_toward_the_class(sch, mix):
     """More guidance → samples read more often as their class by the exact classifier at t = 0."""
     y = torch.arange(400) % 2
