@@ -48,12 +48,13 @@ def _sample(model, schedule, y, *, sampler, guidance=None, seed=0, steps=50, bat
 
 
 PARTS = ("cond_ddpm", "cond_ddim", "cond_ddpm_interval", "cond_ddim_interval", "uncond", "cg", "classifier_by_t")
-# cfg_sweep: DDIM 50 at w in SWEEP_W, the fidelity / diversity trade-off of CFG; *_clip: (8.1) with x̂_0 clamped
-OPTIONAL_PARTS = ("cfg_sweep", "cond_ddpm_clip", "cond_ddim_clip")
+# cfg_sweep: DDIM 50 at w in SWEEP_W, the fidelity / diversity trade-off of CFG; *_clip: (8.1) with x̂_0 clamped;
+# cond_ddpm_w0: the same DDPM draws with no guidance at all (the reference the guided distances are read against)
+OPTIONAL_PARTS = ("cfg_sweep", "cond_ddpm_clip", "cond_ddim_clip", "cond_ddpm_w0")
 # The guidance interval of (8.2), in code timesteps. Picked on seed 1 (500 samples, 50 per digit), never on the
 # seed the table reports: among [0, t_hi] for t_hi in 300, 200, 150, 100 (DDPM 1000 FD 6.41, 4.66, 4.37, 4.06;
-# w = 0 scores 3.91 on those draws) the widest whose DDPM distance is within 1.5x the real value. A grid of ten
-# intervals on DDIM 50 showed that guiding only the high-noise steps ([300, 999]) costs as much as guiding all.
+# w = 0 scores 3.91 on those draws) the widest whose DDPM distance is within 1.5x the real value. Guiding only the
+# high-noise steps ([300, 999], DDPM, 200 samples) cost as much as guiding all of them (benchmarks/RESULTS.md).
 INTERVAL = (0, 100)
 SWEEP_W = (0.0, 0.5, 1.0, 2.0)
 
@@ -73,7 +74,8 @@ def measure(n_per_class=100, uncond_n=1000, cg_per_class=20, cg_scale=3.0, cg_sa
     res["interval"] = list(interval)
     variants = {"": (ClassifierFreeGuidance(w), None),                                     # (8.1), the seed's update
                 "_interval": (ClassifierFreeGuidance(w, interval=tuple(interval)), None),   # (8.2)
-                "_clip": (ClassifierFreeGuidance(w), (-1.0, 1.0))}                           # (8.1), x̂_0 clamped
+                "_clip": (ClassifierFreeGuidance(w), (-1.0, 1.0)),                           # (8.1), x̂_0 clamped
+                "_w0": (ClassifierFreeGuidance(0.0), None)}                                   # no guidance
     for suffix, (cfg, clip) in variants.items():
         for sampler, steps in (("ddpm", sched.T), ("ddim", 50)):
             key = f"cond_{sampler}{suffix}"
@@ -195,7 +197,7 @@ def write_cards(res: dict) -> None:
                       "|---|---|---|---|---|"]
             lo_hi = res.get("interval", [0, 0])
             labels = {"": "(8.1) at every step", "_interval": f"(8.2) only at t ∈ [{lo_hi[0]}, {lo_hi[1]}]",
-                      "_clip": "(8.1), x̂₀ clamped to [−1, 1]"}
+                      "_clip": "(8.1), x̂₀ clamped to [−1, 1]", "_w0": "none (w = 0)"}
             for suffix, label in labels.items():
                 p, d = res.get(f"cond_ddpm{suffix}"), res.get(f"cond_ddim{suffix}")
                 if p:
@@ -214,7 +216,8 @@ def write_cards(res: dict) -> None:
                           f"{'met' if p['accuracy'] >= 0.95 else 'MISSED'}; Fréchet distance ≤ 1.5 × real "
                           f"({1.5 * base:.3f}) — {'met' if p['fd'] <= 1.5 * base else 'MISSED'} "
                           f"({p['fd'] / base:.2f}×); DDIM within 20 % of DDPM — "
-                          f"{'met' if abs(d['fd'] / p['fd'] - 1) <= 0.2 else 'MISSED'} ({d['fd'] / p['fd']:.2f}×).", ""]
+                          f"{'met' if abs(d['fd'] / p['fd'] - 1) <= 0.2 else 'MISSED'} ({d['fd'] / p['fd']:.2f}×"
+                          f"{'; DDIM is the closer of the two' if d['fd'] < p['fd'] else ''}).", ""]
             lines += ["Guidance at high noise (large t) is what pulls every sample of a class toward one prototype "
                       "and costs diversity; guidance at low noise makes each sample unmistakably its class. "
                       "`ClassifierFreeGuidance(w, interval=(t_lo, t_hi))` applies it only at those steps "
@@ -255,7 +258,8 @@ def write_cards(res: dict) -> None:
         (folder / entry["card"]).chmod(0o644)
 
 
-VARIANT_NAMES = {"": "CFG w=2 (8.1)", "_interval": "CFG w=2 in interval (8.2)", "_clip": "CFG w=2 (8.1), x0 clamped"}
+VARIANT_NAMES = {"": "CFG w=2 (8.1)", "_interval": "CFG w=2 in interval (8.2)", "_clip": "CFG w=2 (8.1), x0 clamped",
+                 "_w0": "no guidance (w=0)"}
 
 
 def table(res) -> str:
