@@ -195,9 +195,7 @@ def write_cards(res: dict) -> None:
                       f"vs the digits train split (real train-vs-test: {base:.3f}).", "",
                       "| guidance | sampler | judge accuracy | Fréchet distance | within-class diversity |",
                       "|---|---|---|---|---|"]
-            lo_hi = res.get("interval", [0, 0])
-            labels = {"": "(8.1) at every step", "_interval": f"(8.2) only at t ∈ [{lo_hi[0]}, {lo_hi[1]}]",
-                      "_clip": "(8.1), x̂₀ clamped to [−1, 1]", "_w0": "none (w = 0)"}
+            labels = variant_labels(res)
             for suffix, label in labels.items():
                 p, d = res.get(f"cond_ddpm{suffix}"), res.get(f"cond_ddim{suffix}")
                 if p:
@@ -258,17 +256,19 @@ def write_cards(res: dict) -> None:
         (folder / entry["card"]).chmod(0o644)
 
 
-VARIANT_NAMES = {"": "CFG w=2 (8.1)", "_interval": "CFG w=2 in interval (8.2)", "_clip": "CFG w=2 (8.1), x0 clamped",
-                 "_w0": "no guidance (w=0)"}
+def variant_labels(res) -> dict:
+    """How the table and the model card name each guidance variant (the suffix of its ``cond_<sampler>`` key)."""
+    lo, hi = res.get("interval", INTERVAL)
+    return {"": f"CFG w = {res['w']:g}, (8.1) at every step",
+            "_interval": f"CFG w = {res['w']:g}, (8.2) only at t ∈ [{lo}, {hi}]",
+            "_clip": f"CFG w = {res['w']:g}, (8.1), x̂₀ clamped to [−1, 1]", "_w0": "no guidance (w = 0)"}
 
 
 def table(res) -> str:
     base = res["real_train_vs_test_fd"]
     rows = []
-    for suffix, name in VARIANT_NAMES.items():
+    for suffix, name in variant_labels(res).items():
         p, d = res.get(f"cond_ddpm{suffix}"), res.get(f"cond_ddim{suffix}")
-        if suffix == "_interval" and "interval" in res:
-            name = f"CFG w=2 on t in [{res['interval'][0]}, {res['interval'][1]}] (8.2)"
         if p:
             rows += [(f"digits-cond {name}, DDPM 1000: judge accuracy", f"{100 * p['accuracy']:.1f} %", ">= 95 %",
                       p["accuracy"] >= 0.95),

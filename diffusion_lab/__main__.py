@@ -65,14 +65,13 @@ def _int_tuple(s: str) -> tuple:
 
 
 def _interval(s: str) -> tuple:
+    from .guidance import _check_interval   # one validation for the API and the CLI
+
     try:
-        vals = tuple(int(p) for p in s.replace(" ", "").split(","))
-    except ValueError:
-        vals = ()
-    if len(vals) != 2 or vals[0] < 0 or vals[1] < vals[0]:
+        return _check_interval(tuple(int(p) for p in s.replace(" ", "").split(",")))
+    except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected two code timesteps 'LO,HI' with 0 <= LO <= HI, such as '0,100', "
-                                         f"got {s!r}")
-    return vals
+                                         f"got {s!r}") from None
 
 
 _ema_value = _checked(float, lambda v: 0.0 <= v < 1.0, "an EMA decay in [0, 1) (0 = no EMA)")

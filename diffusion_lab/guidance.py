@@ -172,8 +172,10 @@ class ClassifierFreeGuidance(Guidance):
         y = check_labels(y, B, K).to(x_t.device)
         t = torch.as_tensor(t, device=x_t.device)
         t = t.expand(B) if t.dim() == 0 else t
-        w = self.weight(t)
-        if not bool((w != 0).any()):   # w = 0, or every item outside the interval: no null pass at all
+        # Without an interval the check is on a Python float (no device sync per step); with one, the items'
+        # timesteps decide, and the null pass is skipped when every item lies outside.
+        w = None if self.interval is None else self.weight(t)
+        if self.w == 0.0 or (w is not None and not bool((w != 0).any())):
             return check_model_output(model(x_t, t, y=y), x_t)
         x_in = torch.cat([x_t, x_t])
         t_in = torch.cat([t, t])
@@ -184,7 +186,7 @@ class ClassifierFreeGuidance(Guidance):
                              f"(CFG batches the conditional and null passes), got "
                              f"{getattr(eps_both, 'shape', type(eps_both).__name__)}")
         eps_cond, eps_uncond = eps_both.chunk(2)
-        if self.interval is None:
+        if w is None:
             return (1.0 + self.w) * eps_cond - self.w * eps_uncond
         w = w.to(eps_cond.dtype).reshape(B, *([1] * (eps_cond.dim() - 1)))
         return eps_cond + w * (eps_cond - eps_uncond)

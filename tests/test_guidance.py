@@ -120,6 +120,8 @@ def test_cfg_interval_switches_guidance_per_item(sch, mix):
     # an interval that covers every step is plain CFG; a scalar t is broadcast over the batch
     torch.testing.assert_close(ClassifierFreeGuidance(2.0, interval=(0, 199)).eps(mix, x, t, y),
                                ClassifierFreeGuidance(2.0).eps(mix, x, t, y))
+    torch.testing.assert_close(ClassifierFreeGuidance(2.0, interval=(3, 100)).eps(mix, x, torch.tensor(50), y),
+                               ClassifierFreeGuidance(2.0).eps(mix, x, torch.full((6,), 50), y))
     assert ClassifierFreeGuidance(2.0, interval=(0, 5)).weight(torch.tensor([5, 6])).tolist() == [2.0, 0.0]
 
 
@@ -129,7 +131,7 @@ def test_cfg_interval_skips_the_null_pass_outside_and_samples_match(sch, mix):
     ddim_sample(model, sch, (4, 2), steps=10, y=y, guidance=ClassifierFreeGuidance(2.0, interval=(0, 60)),
                 progress=False)
     sizes = [b for b, _ in model.calls]
-    assert len(sizes) == 10 and sizes.count(8) == 3 and sizes.count(4) == 7   # DDIM steps 0, 20, 40 are inside
+    assert len(sizes) == 10 and sizes.count(8) == 3 and sizes.count(4) == 7   # DDIM steps 0, 22, 44 are inside
     # sampling with guidance only outside every visited step equals conditional sampling
     a = ddpm_sample(mix, sch, (4, 2), y=y, guidance=ClassifierFreeGuidance(5.0, interval=(500, 600)),
                     generator=torch.Generator().manual_seed(1), progress=False)
