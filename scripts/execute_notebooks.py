@@ -97,7 +97,10 @@ def record_time(path: Path, seconds: float, cells: list[tuple[int, float]], time
     }
     if profile != "cpu" and (dev := _device()):
         entry["device"] = dev
-    data.setdefault(path.stem, {})[profile] = entry
+    rec = data.get(path.stem)
+    if not isinstance(rec, dict) or "execute_s" in rec:      # missing, or the flat layout of an older version
+        rec = data[path.stem] = {}
+    rec[profile] = entry
     times_file.write_text(json.dumps(dict(sorted(data.items())), indent=1, ensure_ascii=False) + "\n")
     return entry
 

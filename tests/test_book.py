@@ -130,3 +130,27 @@ def test_chapter_4_names_the_bound_as_the_seed_does():
     cells = _load(ROOT / "book" / "04_elbo.ipynb")["cells"]
     title = next("".join(c["source"]) for c in cells if c["cell_type"] == "markdown").splitlines()[0]
     assert "变分上限" in title and "下界" not in title, title
+
+
+def test_chapter_times_json_records_measured_chapters():
+    """book/chapter_times.json (written by scripts/execute_notebooks.py) feeds the appendix "Run it yourself"."""
+    data = json.loads((ROOT / "book" / "chapter_times.json").read_text())
+    assert set(data) <= set(CHAPTERS), f"unknown chapters in chapter_times.json: {set(data) - set(CHAPTERS)}"
+    for stem, rec in data.items():
+        assert set(rec) <= {"cpu", "gpu"} and rec, stem
+        for prof, e in rec.items():
+            assert e["execute_s"] > 0 and e["date"], (stem, prof)
+
+
+def test_execute_notebooks_records_times_per_profile(tmp_path):
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import execute_notebooks as ex
+
+    f = tmp_path / "times.json"
+    f.write_text(json.dumps({"04_elbo": {"profile": "cpu", "execute_s": 9.0}}))      # an older, flat entry
+    ex.record_time(ROOT / "book" / "04_elbo.ipynb", 12.34, [(3, 5.0), (7, 6.5), (9, 0.1)], times_file=f)
+    ex.record_time(ROOT / "book" / "04_elbo.ipynb", 2.0, [], times_file=f, profile="gpu")
+    rec = json.loads(f.read_text())["04_elbo"]
+    assert rec["cpu"]["execute_s"] == 12.3 and rec["gpu"]["execute_s"] == 2.0
+    assert [c["cell"] for c in rec["cpu"]["slowest_cells"]] == [7, 3, 9]
