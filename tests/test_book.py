@@ -154,3 +154,18 @@ def test_execute_notebooks_records_times_per_profile(tmp_path):
     rec = json.loads(f.read_text())["04_elbo"]
     assert rec["cpu"]["execute_s"] == 12.3 and rec["gpu"]["execute_s"] == 2.0
     assert [c["cell"] for c in rec["cpu"]["slowest_cells"]] == [7, 3, 9]
+
+
+def test_api_pages_show_an_unparsable_docstring_verbatim():
+    """The API appendix stays -W clean whatever a docstring contains (book/_ext/book_pages.py)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    from book_pages import _safe_docstring
+
+    good = ["Sample x_t ~ q(x_t | x_0), eq. (2.4): see :func:`q_step` and ``noise``.", ""]
+    bad = ["Returns a dict with", "  ``terms``  (B, T): one column per step,", "    ``prior`` (B,)", "*unclosed emphasis"]
+    g, b = list(good), list(bad)
+    _safe_docstring(None, "function", "x", None, {}, g)
+    _safe_docstring(None, "function", "x", None, {}, b)
+    assert g == good, "valid reST (with Sphinx roles) is left to Sphinx"
+    assert b[0] == "::" and b[2:2 + len(bad)] == ["    " + l for l in bad], "invalid reST becomes a literal block"
