@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from nbtools import ensure_colab_metadata  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMES = ROOT / "book" / "chapter_times.json"
+LAST_KERNEL_CPU_S: float | None = None    # CPU seconds of the last kernel: what a quiet machine would roughly take
 
 
 def book_notebooks() -> list[Path]:
@@ -60,9 +62,13 @@ def execute(path: Path, timeout: int = 1200, profile: str = "cpu") -> tuple[floa
     os.environ.setdefault("PYTHONHASHSEED", "0")
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
                             record_timing=True, resources={"metadata": {"path": str(path.parent)}})
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    client.execute()
+    client.execute()                      # starts the kernel, runs every cell, shuts the kernel down (reaped)
     elapsed = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    global LAST_KERNEL_CPU_S
+    LAST_KERNEL_CPU_S = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     if profile == "cpu":
         ensure_colab_metadata(nb)
         nbformat.validate(nb)
@@ -80,7 +86,7 @@ def _device() -> str | None:
 
 
 def record_time(path: Path, seconds: float, cells: list[tuple[int, float]], times_file: Path = TIMES,
-                profile: str = "cpu") -> dict:
+                profile: str = "cpu", kernel_cpu_s: float | None = None) -> dict:
     """Update the chapter's entry for ``profile`` in the timings JSON and return it."""
     data = json.loads(times_file.read_text()) if times_file.exists() else {}
     try:
@@ -89,6 +95,7 @@ def record_time(path: Path, seconds: float, cells: list[tuple[int, float]], time
         load = None
     entry = {
         "execute_s": round(seconds, 1),
+        "kernel_cpu_s": None if kernel_cpu_s is None else round(kernel_cpu_s, 1),
         "slowest_cells": [{"cell": i, "s": round(s, 1)} for i, s in sorted(cells, key=lambda c: -c[1])[:3]],
         "cpus": os.cpu_count(),
         "load_1min": None if load is None else round(load, 2),
@@ -119,7 +126,7 @@ def main(argv=None) -> int:
         dt, cells = execute(p, args.timeout, args.profile)
         total += dt
         if not args.no_record:
-            record_time(p, dt, cells, profile=args.profile)
+            record_time(p, dt, cells, profile=args.profile, kernel_cpu_s=LAST_KERNEL_CPU_S)
         slow = ", ".join(f"cell {i}: {s:.1f} s" for i, s in sorted(cells, key=lambda c: -c[1])[:3])
         print(f"{p.relative_to(ROOT)}: {dt:6.1f} s  (slowest: {slow})", flush=True)
     print(f"total: {total:.1f} s for {len(paths)} notebooks")

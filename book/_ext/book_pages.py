@@ -42,7 +42,9 @@ def _fmt(entry: dict | None) -> str:
     where = f"{entry.get('cpus', '?')} CPUs" + (f", load {load:.1f}" if load is not None else "")
     if entry.get("device"):
         where = entry["device"]
-    return f"{entry['execute_s']:.0f} s ({where}, {entry.get('date', '?')})"
+    cpu = entry.get("kernel_cpu_s")
+    cpu = f"; {cpu:.0f} s of CPU" if cpu and not entry.get("device") else ""
+    return f"{entry['execute_s']:.0f} s ({where}{cpu}, {entry.get('date', '?')})"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> nodes.table:
