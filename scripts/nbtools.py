@@ -51,9 +51,28 @@ def code(src: str, tags=None):
     return c
 
 
+# What Colab reads from a notebook's metadata to open it on a GPU runtime (the keys Colab itself writes when
+# "Runtime > Change runtime type > T4 GPU" is saved): the top-level "accelerator" and "colab.gpuType".
+COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
+
+
+def ensure_colab_metadata(nb) -> nbformat.NotebookNode:
+    """Ask Colab for a GPU runtime: set ``accelerator: GPU`` and ``colab.gpuType: T4`` in the notebook metadata.
+
+    Idempotent; other keys under ``colab`` (a name, a toc setting) are kept. Returns the notebook.
+    """
+    nb.metadata["accelerator"] = COLAB_METADATA["accelerator"]
+    colab = dict(nb.metadata.get("colab", {}))
+    colab["gpuType"] = COLAB_METADATA["colab"]["gpuType"]
+    colab.setdefault("provenance", [])
+    nb.metadata["colab"] = colab
+    return nb
+
+
 def new_chapter(cells) -> nbformat.NotebookNode:
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
+    ensure_colab_metadata(nb)
     nb.cells = [code(bootstrap_source(), tags=["remove-cell"])] + list(cells)
     return nb
