@@ -1,0 +1,141 @@
+"""What the network predicts: ε, x₀ or v (book chapter 5, section 5.6).
+
+With a_t = √ᾱ_t and s_t = √(1−ᾱ_t) (so a_t² + s_t² = 1), the forward sample (2.4) is x_t = a_t x₀ + s_t ε. A network
+may predict any one of three targets; given x_t, each determines the other two (book eqs. 5.5–5.7):
+
+  (5.5)  v   = a_t ε − s_t x₀                         the "velocity" of Salimans & Ho (2022), §4
+  (5.6)  x₀  = (x_t − s_t ε) / a_t  = a_t x_t − s_t v   (2.4) solved for x₀; the v form needs a² + s² = 1
+         ε   = (x_t − a_t x₀) / s_t = s_t x_t + a_t v
+         v   = (ε − s_t x_t) / a_t  = (a_t x_t − x₀) / s_t
+  (5.7)  ‖ε − ε̂‖² = SNR_t ‖x₀ − x̂₀‖² = ᾱ_t ‖v − v̂‖²,   SNR_t = ᾱ_t / (1 − ᾱ_t)      (x_t held fixed)
+
+(5.7) says that training on x₀- or v-MSE is training on ε-MSE with a weight over t: :func:`eps_mse_weight`.
+:class:`EpsFromPrediction` wraps an x₀- or v-network into the ``model(x_t, t, y=None) -> ε`` callable that every
+sampler and :func:`diffusion_lab.likelihood.vlb_terms` expect.
+
+Coefficients are gathered from the schedule's float64 tensors (cast to the data's dtype at the end, as
+:meth:`NoiseSchedule.extract` does). Code index t is the paper's step t+1.
+"""
+from __future__ import annotations
+
+import torch
+
+from .schedules import NoiseSchedule
+
+__all__ = ["PARAMETERIZATIONS", "velocity", "training_target", "to_eps", "to_x0", "to_v", "convert",
+           "eps_mse_weight", "EpsFromPrediction"]
+
+PARAMETERIZATIONS = ("eps", "x0", "v")
+
+
+def _check(schedule, parameterization=None):
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+    if parameterization is not None and parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+
+
+def _same_shape(a, b, na, nb):
+    if a.shape != b.shape:
+        raise ValueError(f"{na} and {nb} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def _a_s(schedule, t, x):
+    """(√ᾱ_t, √(1−ᾱ_t)) gathered at code index t, shaped to broadcast over x."""
+    return schedule.extract("sqrt_alpha_bars", t, x), schedule.extract("sqrt_one_minus_alpha_bars", t, x)
+
+
+def velocity(schedule: NoiseSchedule, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
+    """The v-target of eq. (5.5): v = √ᾱ_t ε − √(1−ᾱ_t) x₀ (Salimans & Ho 2022)."""
+    _check(schedule)
+    _same_shape(x0, noise, "x0", "noise")
+    a, s = _a_s(schedule, t, x0)
+    return a * noise - s * x0
+
+
+def training_target(schedule: NoiseSchedule, x0: torch.Tensor, t, noise: torch.Tensor, parameterization: str):
+    """What a network of the given parameterization is trained to output for x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε:
+    ε itself, x₀, or v of eq. (5.5)."""
+    _check(schedule, parameterization)
+    _same_shape(x0, noise, "x0", "noise")
+    if parameterization == "eps":
+        return noise
+    if parameterization == "x0":
+        return x0
+    return velocity(schedule, x0, t, noise)
+
+
+def to_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, parameterization: str) -> torch.Tensor:
+    """ε from a prediction, eq. (5.6): ε = (x_t − √ᾱ_t x₀)/√(1−ᾱ_t) for x₀, ε = √(1−ᾱ_t) x_t + √ᾱ_t v for v."""
+    _check(schedule, parameterization)
+    _same_shape(pred, x_t, "pred", "x_t")
+    if parameterization == "eps":
+        return pred
+    a, s = _a_s(schedule, t, x_t)
+    if parameterization == "x0":
+        return (x_t - a * pred) / s
+    return s * x_t + a * pred
+
+
+def to_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, parameterization: str) -> torch.Tensor:
+    """x₀ from a prediction, eq. (5.6): x₀ = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t for ε, x₀ = √ᾱ_t x_t − √(1−ᾱ_t) v for v."""
+    _check(schedule, parameterization)
+    _same_shape(pred, x_t, "pred", "x_t")
+    if parameterization == "x0":
+        return pred
+    a, s = _a_s(schedule, t, x_t)
+    if parameterization == "eps":
+        return (x_t - s * pred) / a
+    return a * x_t - s * pred
+
+
+def to_v(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, parameterization: str) -> torch.Tensor:
+    """v from a prediction, eq. (5.6): v = (ε − √(1−ᾱ_t) x_t)/√ᾱ_t for ε, v = (√ᾱ_t x_t − x₀)/√(1−ᾱ_t) for x₀."""
+    _check(schedule, parameterization)
+    _same_shape(pred, x_t, "pred", "x_t")
+    if parameterization == "v":
+        return pred
+    a, s = _a_s(schedule, t, x_t)
+    if parameterization == "eps":
+        return (pred - s * x_t) / a
+    return (a * x_t - pred) / s
+
+
+_CONVERTERS = {"eps": to_eps, "x0": to_x0, "v": to_v}
+
+
+def convert(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, source: str, target: str) -> torch.Tensor:
+    """A prediction in parameterization ``source`` expressed in parameterization ``target`` (eq. 5.6)."""
+    _check(schedule, source)
+    _check(schedule, target)
+    return _CONVERTERS[target](schedule, x_t, t, pred, source)
+
+
+def eps_mse_weight(schedule: NoiseSchedule, parameterization: str) -> torch.Tensor:
+    """Per code index t, the factor w_t with ‖ε − ε̂‖² = w_t ‖p − p̂‖² for a prediction p of the given
+    parameterization at fixed x_t, eq. (5.7): 1 for ε, SNR_t = ᾱ_t/(1−ᾱ_t) for x₀, ᾱ_t for v. Float64, length T.
+
+    Training with MSE on p is therefore training with ε-MSE weighted by 1/w_t over the steps."""
+    _check(schedule, parameterization)
+    if parameterization == "eps":
+        return torch.ones_like(schedule.alpha_bars)
+    if parameterization == "x0":
+        return schedule.alpha_bars / (1.0 - schedule.alpha_bars)
+    return schedule.alpha_bars.clone()
+
+
+class EpsFromPrediction(torch.nn.Module):
+    """Wrap a network that predicts x₀ or v into an ε-model ``model(x_t, t, y=None) -> ε`` (eq. 5.6), so the
+    samplers, guidance and the bound work unchanged. ``net`` is called as ``net(x_t, t)`` or ``net(x_t, t, y=y)``."""
+
+    def __init__(self, net: torch.nn.Module, schedule: NoiseSchedule, parameterization: str):
+        super().__init__()
+        _check(schedule, parameterization)
+        self.net, self.schedule, self.parameterization = net, schedule, parameterization
+
+    def forward(self, x_t: torch.Tensor, t, y=None) -> torch.Tensor:
+        pred = self.net(x_t, t) if y is None else self.net(x_t, t, y=y)
+        return to_eps(self.schedule, x_t, t, pred, self.parameterization)
+
+    def __repr__(self):
+        return f"EpsFromPrediction({type(self.net).__name__}, parameterization={self.parameterization!r})"
