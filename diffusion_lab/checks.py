@@ -83,7 +83,7 @@ def labels(y, batch: int, num_classes: int | None = None, *, allow_null: bool = 
     """Class labels → LongTensor (B,). ``y`` is an int (the whole batch) or an integer tensor of shape (B,) or ().
     With ``num_classes`` the labels must lie in [0, num_classes) — [0, num_classes] with ``allow_null`` (the value
     ``num_classes`` is the null label ∅ of classifier-free guidance)."""
-    y = _integer_tensor(y, batch, "y", "integer class labels: an int", "labels", device)
+    y = _integer_tensor(y, batch, "y", "integer class labels: an int", "class labels", device)
     if num_classes is not None and y.numel() and value_checks_enabled():
         hi = num_classes + 1 if allow_null else num_classes
         lo_v, hi_v = int(y.min()), int(y.max())
