@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checks
-from .diffusion import _p_mean_variance, call_model, check_variance
+from .diffusion import call_model, check_variance, p_mean_variance
 from .errors import unknown_name
 from .guidance import Guidance, check_labels
 from .schedules import NoiseSchedule, check_schedule
@@ -212,8 +212,9 @@ def _p_sample_step(model, schedule, x_t, t, *, t_index, y, noise, variance, guid
     (a Python int), else None; ``noise_mask`` (x_t-broadcastable, 1 = noise, 0 = none) is for mixed steps."""
     # 1. ε̃ = ε_θ(x_t, t[, y]), or the guidance rule's ε (CFG, eq. 8.1)
     eps = _guided_eps(model, x_t, t, y, guidance, t_index)
-    # 2. x̂_0, μ_θ (3.7) and σ_t² — or μ̃ (3.5) at the clamped x̂_0 with clip_x0
-    out = _p_mean_variance(schedule, x_t, t, eps, variance, clip_x0)
+    # 2. x̂_0, μ_θ (3.7) and σ_t² — or μ̃ (3.5) at the clamped x̂_0 with clip_x0 (called inside checks.trusted():
+    #    its checks are then the free ones, types and shapes)
+    out = p_mean_variance(model, schedule, x_t, t, variance=variance, clip_x0=clip_x0, eps=eps)
     mean = out["mean"]
     # 3. classifier guidance shifts the mean, eq. (7.1)
     if guidance is not None:
@@ -258,8 +259,9 @@ def p_sample(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, *, y=None, no
     # The items' steps decide, here at the boundary: one step shared by all, or a per-item noise mask.
     steps = t.unique().tolist()
     t_index, mask = (steps[0], None) if len(steps) == 1 else (None, _bcast((t != 0).double(), x_t))
-    x_prev, _ = _p_sample_step(model, schedule, x_t, t, t_index=t_index, y=y, noise=noise, variance=variance,
-                               guidance=guidance, clip_x0=clip_x0, generator=generator, noise_mask=mask)
+    with checks.trusted():
+        x_prev, _ = _p_sample_step(model, schedule, x_t, t, t_index=t_index, y=y, noise=noise, variance=variance,
+                                   guidance=guidance, clip_x0=clip_x0, generator=generator, noise_mask=mask)
     return x_prev
 
 
@@ -384,7 +386,7 @@ def ddim_step(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, t_prev, *, e
     coef = {k: _bcast(v, x_t) for k, v in c.items()}
     steps = t.unique().tolist()
     y = _labels(y, B, x_t.device, model, guidance)
-    with torch.no_grad():
+    with torch.no_grad(), checks.trusted():
         x_prev, _ = _ddim_step(model, schedule, x_t, t.to(x_t.device), coef, t_index=steps[0] if len(steps) == 1
                                else None, add_noise=add_noise, y=y, guidance=guidance, noise=noise, clip_x0=clip_x0,
                                generator=generator)
