@@ -75,6 +75,8 @@ def info(name: str) -> dict:
 
 
 def _entry(name: str) -> dict:
+    if not isinstance(name, str):
+        raise TypeError(f"a pretrained model's name is a str such as 'digits-cond', got {type(name).__name__}")
     models = manifest()["models"]
     if name not in models:
         raise UnknownPretrainedError(f"unknown pretrained model {name!r}; known names: {', '.join(sorted(models))}",
