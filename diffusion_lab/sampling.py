@@ -132,12 +132,6 @@ def _check_shape(shape, x_T):
     return shape
 
 
-def _check_noise(noise, x_t):
-    if noise is not None and noise.shape != x_t.shape:
-        raise ValueError(f"noise must have x_t's shape {tuple(x_t.shape)}, got {tuple(noise.shape)}")
-    return noise
-
-
 def _check_steps(steps, T):
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise TypeError(f"steps must be an int in [1, T] = [1, {T}], got {steps!r}")
@@ -254,7 +248,8 @@ def p_sample(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, *, y=None, no
     clip_x0 = checks.clip_range(clip_x0)
     B = x_t.shape[0]
     t = checks.timesteps(t, schedule.T, B, device=x_t.device)
-    _check_noise(noise, x_t)
+    if noise is not None:
+        checks.same_shape(noise, x_t, "noise", "x_t")
     y = _labels(y, B, x_t.device, model, guidance)
     # The items' steps decide, here at the boundary: one step shared by all, or a per-item noise mask.
     steps = t.unique().tolist()
@@ -371,7 +366,8 @@ def ddim_step(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, t_prev, *, e
     eta = _check_eta(eta)
     guidance = _check_guidance(guidance, y)
     clip_x0 = checks.clip_range(clip_x0)
-    _check_noise(noise, x_t)
+    if noise is not None:
+        checks.same_shape(noise, x_t, "noise", "x_t")
     B = x_t.shape[0]
     t = checks.timesteps(t, schedule.T, B).cpu()
     if isinstance(t_prev, numbers.Integral) and not isinstance(t_prev, bool):
