@@ -11,7 +11,8 @@ wrapper around the model): ``outside_network`` is the time a run spends outside 
 as a fraction of its network time, measured within the same run, so load drift between runs cancels.
 
 With ``--device cuda`` it first runs DDPM and DDIM with CFG and with classifier guidance under
-``torch.cuda.set_sync_debug_mode("error")``: any host-device sync inside a step raises.
+``torch.cuda.set_sync_debug_mode("warn")`` and counts the syncs of a short and a long run: a sync inside the steps
+shows as a count that grows with the steps (not yet run on a GPU: this project's CPU-only sessions could not).
 """
 from __future__ import annotations
 
@@ -68,34 +69,50 @@ class TimedModel:
 
 
 def sync_debug_check(device):
-    """DDPM and DDIM with CFG and with classifier guidance under set_sync_debug_mode('error')."""
+    """DDPM and DDIM with CFG and with classifier guidance under ``torch.cuda.set_sync_debug_mode("warn")``: the
+    host-device syncs of a short and a long run are counted; the boundary (label checks, the coefficient tables'
+    one copy to the device) syncs a fixed number of times, so any difference is a sync inside the steps."""
+    import warnings
+
     cond, sch = pretrained.load("digits-cond", device=device)
     uncond, _ = pretrained.load("digits-uncond", device=device)
     clf, _ = pretrained.load("digits-noisy-classifier", device=device)
     y = torch.arange(64, device=device) % 10
     results = {}
+
+    def run(model, guid, sampler, n):
+        kw = dict(y=y, guidance=guid, progress=False, device=device,
+                  generator=torch.Generator(device=device).manual_seed(0))
+        if sampler == "ddim":
+            return ddim_sample(model, sch, (64, 1, 8, 8), steps=n, **kw)
+        short = sch if n == sch.T else type(sch)(sch.betas[:n])
+        return ddpm_sample(model, short, (64, 1, 8, 8), **kw)
+
+    def syncs(*a):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                t0 = time.perf_counter()
+                run(*a)
+                torch.cuda.set_sync_debug_mode(0)
+                torch.cuda.synchronize()
+                dt = time.perf_counter() - t0
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        return sum("synchroniz" in str(w.message) for w in caught), dt
+
     for name, model, guid in (("cfg", cond, ClassifierFreeGuidance(W)), ("cfg-interval", cond,
                               ClassifierFreeGuidance(W, interval=(0, 300))), ("classifier", uncond,
                               ClassifierGuidance(clf, 2.0))):
-        for sampler in ("ddim", "ddpm"):
-            kw = dict(y=y, guidance=guid, progress=False, device=device,
-                      generator=torch.Generator(device=device).manual_seed(0))
-            run = (lambda: ddim_sample(model, sch, (64, 1, 8, 8), steps=STEPS, **kw)) if sampler == "ddim" else \
-                  (lambda: ddpm_sample(model, sch, (64, 1, 8, 8), **kw))
-            run()                                              # warm-up (allocator, kernels) outside the check
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                t0 = time.perf_counter()
-                run()
-                ok = "no sync"
-            except RuntimeError as err:
-                ok = f"SYNC: {str(err).splitlines()[0]}"
-            finally:
-                torch.cuda.set_sync_debug_mode(0)
-            torch.cuda.synchronize()
-            results[f"{sampler}-{name}"] = {"result": ok, "seconds": round(time.perf_counter() - t0, 3)}
-            print(f"sync-debug {sampler} {name}: {ok} ({results[f'{sampler}-{name}']['seconds']} s)", flush=True)
+        for sampler, (few, many) in (("ddim", (10, 50)), ("ddpm", (100, 1000))):
+            run(model, guid, sampler, few)                    # warm-up (allocator, kernels)
+            (n_few, _), (n_many, dt) = syncs(model, guid, sampler, few), syncs(model, guid, sampler, many)
+            per_step = (n_many - n_few) / (many - few)
+            results[f"{sampler}-{name}"] = {"syncs_short": n_few, "syncs_long": n_many, "per_step": per_step,
+                                            "seconds_long": round(dt, 3)}
+            print(f"sync-debug {sampler} {name}: {n_few} syncs in {few} steps, {n_many} in {many} "
+                  f"({per_step:g} per step); {many} steps in {dt:.2f} s", flush=True)
     return results
 
 
