@@ -476,7 +476,7 @@ def ddim_invert(model, schedule: NoiseSchedule, x0: torch.Tensor, *, steps: int 
 
 
 # ----------------------------------------------------------------------------- many samples
-SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample}
+SAMPLERS = ("ddpm", "ddim")     # the names sample_batches takes: ddpm_sample, ddim_sample
 
 
 def sample_batches(model, schedule: NoiseSchedule, item_shape, *, n: int | None = None, y=None, sampler: str = "ddpm",
@@ -486,9 +486,9 @@ def sample_batches(model, schedule: NoiseSchedule, item_shape, *, n: int | None 
     :func:`ddpm_sample` or :func:`ddim_sample` (``sampler``), concatenated on the CPU. One ``generator`` (in
     ``kwargs``, with ``guidance``, ``clip_x0``, ``progress`` …) serves every batch, so the result depends on the
     batch size. ``steps`` and ``eta`` are DDIM's, ``variance`` DDPM's."""
-    fn = SAMPLERS.get(sampler)
-    if fn is None:
+    if sampler not in SAMPLERS:
         raise unknown_name("sampler", sampler, SAMPLERS)
+    fn = ddpm_sample if sampler == "ddpm" else ddim_sample     # looked up at call time (tests may patch them)
     if y is not None:
         y = check_labels(y, y.shape[0] if isinstance(y, torch.Tensor) and y.dim() == 1 else n)
         n = y.shape[0]
