@@ -24,7 +24,7 @@ import torch
 
 from diffusion_lab import metrics, pretrained
 from diffusion_lab.guidance import ClassifierFreeGuidance, ClassifierGuidance
-from diffusion_lab.sampling import ddim_sample, ddpm_sample
+from diffusion_lab.sampling import sample_batches
 
 
 def _labels(n_per_class: int) -> torch.Tensor:
@@ -32,19 +32,9 @@ def _labels(n_per_class: int) -> torch.Tensor:
 
 
 def _sample(model, schedule, y, *, sampler, guidance=None, seed=0, steps=50, batch=1000, clip_x0=None):
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    n = y.shape[0] if y is not None else batch
-    for i in range(0, n, batch):
-        yb = y[i:i + batch] if y is not None else None
-        b = yb.shape[0] if yb is not None else min(batch, n - i)
-        if sampler == "ddpm":
-            out.append(ddpm_sample(model, schedule, (b, 1, 8, 8), y=yb, guidance=guidance, variance="beta",
-                                   generator=gen, progress=False, clip_x0=clip_x0))
-        else:
-            out.append(ddim_sample(model, schedule, (b, 1, 8, 8), steps=steps, eta=0.0, y=yb, guidance=guidance,
-                                   generator=gen, progress=False, clip_x0=clip_x0))
-    return torch.cat(out)
+    return sample_batches(model, schedule, (1, 8, 8), n=batch, y=y, sampler=sampler, batch_size=batch, steps=steps,
+                          eta=0.0, variance="beta", guidance=guidance, generator=torch.Generator().manual_seed(seed),
+                          progress=False, clip_x0=clip_x0)
 
 
 PARTS = ("cond_ddpm", "cond_ddim", "cond_ddpm_interval", "cond_ddim_interval", "uncond", "cg", "classifier_by_t")

@@ -3,12 +3,14 @@
 
   schedules, diffusion      ch. 2–3  forward process, posterior, μ_θ, L_simple
   likelihood                ch. 4    KL, discretized decoder, VLB, bits/dim
-  gaussian_mixture, oracles ch. 3–4, 6  exact denoisers for checking everything else
+  gaussian_mixture          ch. 3–4, 6–8  the exact oracle (any Gaussian mixture, with labels and the exact
+                                      classifier) for checking everything else; ``oracles`` re-exports two of its names
   models, train, checkpoint ch. 5    UNet / MLP / noisy classifier, the training loop, safetensors checkpoints
   sampling                  ch. 6    DDPM, DDIM, DDIM inversion
   guidance                  ch. 7–8  classifier guidance, classifier-free guidance
   metrics                   ch. 6–8  digits judge, Fréchet distance, diversity
   data, widgets, profile    everywhere
+  checks, errors            everywhere: validation at the public boundary, the error families users can catch
 """
 from . import data, diffusion, likelihood, schedules
 from .profile import by_profile, get_profile

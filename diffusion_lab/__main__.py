@@ -14,7 +14,6 @@ the guidance objects of :mod:`diffusion_lab.guidance`. Both end with one ``summa
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -22,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-IMAGE_DATA = ("digits", "mnist", "fashion_mnist")
-TOY_DATA = ("two_moons", "swiss_roll", "eight_gaussians", "checkerboard")
+IMAGE_DATA = ("digits", "mnist", "fashion_mnist")            # = data.IMAGE_DATASETS (kept here: --help imports no torch)
+TOY_DATA = ("two_moons", "swiss_roll", "eight_gaussians", "checkerboard")   # = data.TOY_DATASETS
 DATA_CHOICES = IMAGE_DATA + TOY_DATA
 MODEL_CHOICES = ("unet", "mlp", "noisy_classifier")
 
@@ -65,10 +64,10 @@ def _int_tuple(s: str) -> tuple:
 
 
 def _interval(s: str) -> tuple:
-    from .guidance import _check_interval   # one validation for the API and the CLI
+    from .checks import interval   # one validation for the API and the CLI
 
     try:
-        return _check_interval(tuple(int(p) for p in s.replace(" ", "").split(",")))
+        return interval(tuple(int(p) for p in s.replace(" ", "").split(",")))
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected two code timesteps 'LO,HI' with 0 <= LO <= HI, such as '0,100', "
                                          f"got {s!r}") from None
@@ -184,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
                    help="'ddpm': T ancestral steps (the seed's update); 'ddim': --steps model calls")
     s.add_argument("--steps", type=_positive_int, default=50, help="DDIM: number of sampling steps (ignored by ddpm)")
-    s.add_argument("--eta", type=float, default=0.0, help="DDIM: η (0 = deterministic, 1 = DDPM-like noise)")
+    s.add_argument("--eta", type=_unit_float, default=0.0, help="DDIM: η in [0, 1] (0 = deterministic, 1 = DDPM-like "
+                                                                 "noise)")
     s.add_argument("--variance", choices=("beta", "beta_tilde"), default="beta",
                    help="DDPM: reverse variance σ² = β_t (the seed's) or β̃_t")
     s.add_argument("--guidance-scale", type=_finite_float, default=None, metavar="W",
@@ -222,48 +222,27 @@ def _set_threads(n):
 
 
 def load_data(name: str, root: str = "data", toy_points: int = 8000, seed: int = 0):
-    """``(x, y, num_classes)`` for a CLI data name; ``y`` is None for the 2-D toys."""
-    from . import data
+    """``(x, y, num_classes)`` for ``--data`` (:func:`diffusion_lab.data.load_dataset`, train split)."""
+    from .data import load_dataset
 
-    if name == "digits":
-        x, y = data.load_digits("train")
-        return x, y, 10
-    if name in ("mnist", "fashion_mnist"):
-        x, y = data.load_mnist_family(name, "train", root=root)
-        return x, y, 10
-    return data.make_toy(name, n=toy_points, seed=seed), None, None
-
-
-def _ema_smoothed(losses, alpha: float = 0.02) -> float:
-    """Exponentially smoothed loss at the end of the history (bias-corrected; alpha = 1/50 steps)."""
-    m, w = 0.0, 0.0
-    for v in losses:
-        m = (1 - alpha) * m + alpha * v
-        w = (1 - alpha) * w + alpha
-    return m / w if w else float("nan")
+    return load_dataset(name, "train", root=root, toy_points=toy_points, seed=seed)
 
 
 def _build_model(args, x, num_classes):
-    from .models import build_model
+    """The network the ``train`` flags describe, sized for ``x`` (:func:`diffusion_lab.models.build_model_for_data`)."""
+    from .models import build_model_for_data
 
-    if args.model == "mlp":
-        if x.dim() != 2:
-            raise CLIError(f"--model mlp takes flat 2-D data (a toy such as two_moons); --data {args.data} is images "
-                           f"{tuple(x.shape[1:])}: use --model unet")
-        return build_model("mlp", data_dim=x.shape[1], hidden_dim=args.hidden_dim, num_blocks=args.num_blocks,
-                           dropout=args.dropout, num_classes=num_classes if args.conditional else None)
-    if x.dim() != 4:
+    size = dict(hidden_dim=args.hidden_dim, num_blocks=args.num_blocks, dropout=args.dropout,
+                base_channels=args.base_channels, channel_mults=args.channel_mults, num_res_blocks=args.num_res_blocks,
+                attention_resolutions=args.attention_resolutions, num_heads=args.num_heads, num_groups=args.num_groups)
+    if args.model == "mlp" and x.dim() != 2:
+        raise CLIError(f"--model mlp takes flat 2-D data (a toy such as two_moons); --data {args.data} is images "
+                       f"{tuple(x.shape[1:])}: use --model unet")
+    if args.model != "mlp" and x.dim() != 4:
         raise CLIError(f"--model {args.model} takes images; --data {args.data} is 2-D points: use --model mlp")
-    if x.shape[2] != x.shape[3]:
-        raise CLIError(f"square images only, got {tuple(x.shape[2:])}")
-    common = dict(in_channels=x.shape[1], image_size=x.shape[2], base_channels=args.base_channels,
-                  channel_mults=args.channel_mults, num_res_blocks=args.num_res_blocks,
-                  attention_resolutions=args.attention_resolutions, dropout=args.dropout,
-                  num_heads=args.num_heads, num_groups=args.num_groups)
+    labels = num_classes if args.conditional or args.model == "noisy_classifier" else None
     try:
-        if args.model == "noisy_classifier":
-            return build_model("noisy_classifier", num_classes=num_classes, **common)
-        return build_model("unet", num_classes=num_classes if args.conditional else None, **common)
+        return build_model_for_data(args.model, x, labels, **size)
     except ValueError as err:
         raise CLIError(f"bad model size: {err}") from None
 
@@ -271,9 +250,9 @@ def _build_model(args, x, num_classes):
 def cmd_train(args, parser) -> int:
     import torch
 
-    from .checkpoint import checkpoint_files
+    from .checkpoint import checkpoint_files, read_checkpoint_json, record_run
     from .schedules import get_schedule
-    from .train import train, train_classifier
+    from .train import ema_smoothed, train, train_classifier
 
     if args.label_dropout is not None and args.label_dropout > 0 and not args.conditional:
         raise CLIError("--label-dropout needs --conditional (an unconditional model has no labels to drop)")
@@ -293,8 +272,7 @@ def cmd_train(args, parser) -> int:
     out = Path(args.out)
     if args.resume and not checkpoint_files(out)["json"].exists():
         raise CLIError(f"--resume: no checkpoint at {checkpoint_files(out)['json']}")
-    prev_runs = json.loads(checkpoint_files(out)["json"].read_text()).get("extra", {}).get("cli_runs", []) \
-        if args.resume else []
+    prev_runs = read_checkpoint_json(out).get("extra", {}).get("cli_runs", []) if args.resume else []
     n_params = sum(p.numel() for p in model.parameters())
     if not args.no_progress:
         print(f"{args.model} ({n_params:,} parameters) on {args.data} {tuple(x.shape)}, {args.schedule} schedule "
@@ -316,18 +294,14 @@ def cmd_train(args, parser) -> int:
 
     # Record how the run was made in the checkpoint's JSON (the tensor files and their sha256 are untouched).
     ckpt = checkpoint_files(out)["json"]
-    doc = json.loads(ckpt.read_text())
-    runs = list(prev_runs) + [{
+    run = {
         "command": "python -m diffusion_lab " + " ".join(shlex.quote(a) for a in args.argv),
         "steps_run": round(res.samples_per_s * res.wall_time / args.batch_size),
         "wall_time_s": round(res.wall_time, 2), "img_per_s": round(res.samples_per_s, 1),
-        "device": res.device, "amp": res.amp, "threads": torch.get_num_threads(), "torch": torch.__version__}]
-    loss = _ema_smoothed(res.losses)
-    doc.setdefault("extra", {}).update({"data": args.data, "num_params": n_params, "label_dropout": label_dropout,
-                                         "final_loss_ema": round(loss, 5),
-                                         "cli_runs": runs,
-                                         "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 2)})
-    ckpt.write_text(json.dumps(doc, indent=1))
+        "device": res.device, "amp": res.amp, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    loss = ema_smoothed(res.losses)
+    record_run(out, run, previous_runs=prev_runs, data=args.data, num_params=n_params, label_dropout=label_dropout,
+               final_loss_ema=round(loss, 5))
     print(f"summary: steps={res.steps} final_loss={loss:.5f} wall_s={wall:.1f} img_per_s={res.samples_per_s:.1f} "
           f"device={res.device} out={ckpt}")
     return 0
@@ -362,48 +336,16 @@ def _parse_labels(s, n, K):
     return torch.tensor(vals, dtype=torch.long).repeat(math.ceil(n / len(vals)))[:n]
 
 
-def save_grid(samples, path, labels=None):
-    """A PNG grid of images (N, C, H, W) in [-1, 1], or a scatter plot of points (N, 2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    x = samples.detach().cpu().float()
-    if x.dim() == 2:
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2)
-        ax.set_aspect("equal")
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        return path
-    n, c, h, w = x.shape
-    cols = 10 if labels is not None and n >= 10 else math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    pad = 1
-    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), -1.0, dtype=np.float32)
-    imgs = x.clamp(-1, 1).permute(0, 2, 3, 1).numpy()
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = imgs[i]
-    grid = (grid + 1) / 2
-    scale = max(1, 64 // h)
-    grid = grid.repeat(scale, 0).repeat(scale, 1)
-    if c == 1:
-        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=1)
-    else:
-        plt.imsave(path, grid.clip(0, 1))
-    return path
-
-
 def cmd_sample(args, parser) -> int:
     import torch
 
     from .guidance import ClassifierFreeGuidance, ClassifierGuidance
-    from .sampling import ddim_sample, ddpm_sample
+    import matplotlib
+
+    matplotlib.use("Agg")   # the command line draws no window
+
+    from .sampling import sample_batches
+    from .widgets import save_grid
 
     _set_threads(args.threads)
     device = args.device
@@ -447,19 +389,12 @@ def cmd_sample(args, parser) -> int:
     clip = (-1.0, 1.0) if args.clip_x0 else None
     if guidance is not None:
         print(f"guidance: {guidance!r}", flush=True)
-    outs = []
     t0 = time.perf_counter()
-    for i in range(0, args.n, args.batch_size):
-        b = min(args.batch_size, args.n - i)
-        yb = labels[i:i + b].to(device) if labels is not None else None
-        kw = dict(y=yb, guidance=guidance, generator=gen, progress=not args.no_progress, clip_x0=clip, device=device)
-        if args.sampler == "ddpm":
-            x = ddpm_sample(model, schedule, (b,) + shape, variance=args.variance, **kw)
-        else:
-            x = ddim_sample(model, schedule, (b,) + shape, steps=args.steps, eta=args.eta, **kw)
-        outs.append(x.cpu())
+    samples = sample_batches(model, schedule, shape, n=args.n, y=labels, sampler=args.sampler,
+                             batch_size=args.batch_size, steps=args.steps, eta=args.eta, variance=args.variance,
+                             device=device, guidance=guidance, generator=gen, progress=not args.no_progress,
+                             clip_x0=clip)
     wall = time.perf_counter() - t0
-    samples = torch.cat(outs)
     out = save_grid(samples, args.out, labels)
     if args.save_tensors:
         from safetensors.torch import save_file

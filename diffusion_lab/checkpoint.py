@@ -25,18 +25,22 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .errors import CorruptFileError
 from .models import model_config, model_from_config
-from .schedules import NoiseSchedule, get_schedule
+from .schedules import NoiseSchedule, check_schedule, get_schedule
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_weights", "load_training_state",
-           "checkpoint_files", "file_sha256", "unwrap_model", "FORMAT", "VERSION"]
+           "checkpoint_files", "file_sha256", "unwrap_model", "read_checkpoint_json", "record_run", "FORMAT",
+           "VERSION"]
 
 FORMAT = "diffusion-lab/checkpoint"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read: missing, truncated, corrupt, or for another architecture."""
+class CheckpointError(CorruptFileError, RuntimeError):
+    """A checkpoint that cannot be read: missing, truncated, corrupt, or for another architecture. A RuntimeError
+    (as always) and a :class:`~diffusion_lab.errors.CorruptFileError`, so also a ValueError; the message names
+    the file."""
 
 
 def checkpoint_files(path) -> dict[str, Path]:
@@ -150,8 +154,7 @@ def save_checkpoint(path, model: nn.Module, schedule: NoiseSchedule, *, ema: nn.
     ``AveragedModel`` or a plain module of the same architecture. Passing ``optimizer`` (and optionally
     ``lr_scheduler``, ``rng_states``, ``losses``) also writes the training state needed to resume exactly.
     """
-    if not isinstance(schedule, NoiseSchedule):
-        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+    check_schedule(schedule)
     files = checkpoint_files(path)
     net = unwrap_model(model)
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
@@ -184,7 +187,8 @@ def save_checkpoint(path, model: nn.Module, schedule: NoiseSchedule, *, ema: nn.
     return files["json"]
 
 
-def _read_json(path) -> dict:
+def read_checkpoint_json(path) -> dict:
+    """The checkpoint's JSON document (checked to be one), without reading any tensor."""
     files = checkpoint_files(path)
     if not files["json"].exists():
         raise CheckpointError(f"no checkpoint at {path}: {files['json']} does not exist")
@@ -223,7 +227,7 @@ def _split(tensors: dict, prefix: str) -> dict:
 
 def load_weights(model: nn.Module, path, *, use_ema: bool = False, sha256: str | None = None) -> dict:
     """Load a checkpoint's weights into an existing ``model`` (strict). Returns the checkpoint's JSON."""
-    doc = _read_json(path)
+    doc = read_checkpoint_json(path)
     files = checkpoint_files(path)
     tensors = _read_tensors(files["weights"], doc.get("files", {}).get("weights"), sha256)
     prefix = "ema." if use_ema and doc.get("has_ema") else "model."
@@ -238,7 +242,7 @@ def load_checkpoint(path, *, device="cpu", use_ema: bool = True, sha256: str | N
     ``sha256``, when given, must equal the sha256 of the weights file. ``meta`` is the checkpoint's JSON
     plus ``"weights": "ema" | "model"`` and ``"path"``.
     """
-    doc = _read_json(path)
+    doc = read_checkpoint_json(path)
     try:
         model = model_from_config(doc["model"])
         schedule = get_schedule(doc["schedule"])
@@ -256,7 +260,7 @@ def load_training_state(path, model: nn.Module, *, ema=None, optimizer=None, lr_
     Checks the model kind/config first (a clear error for another architecture). Returns ``{"step",
     "rng_states", "losses", "train_config", "meta"}``.
     """
-    doc = _read_json(path)
+    doc = read_checkpoint_json(path)
     files = checkpoint_files(path)
     mine = model_config(model)
     if json.loads(json.dumps(mine)) != doc["model"]:
@@ -281,3 +285,17 @@ def load_training_state(path, model: nn.Module, *, ema=None, optimizer=None, lr_
     return {"step": int(doc["step"]), "rng_states": _split(state, "rng."),
             "losses": state["losses"].tolist() if "losses" in state else [],
             "train_config": doc.get("train_config", {}), "meta": doc}
+
+
+def record_run(path, run: dict, *, previous_runs=(), **extra) -> dict:
+    """Record how a training run was made in the checkpoint's JSON, in place: ``run`` is appended to
+    ``previous_runs`` as ``extra["cli_runs"]`` (``extra["wall_time_s"]`` becomes their total) and the other
+    keyword arguments update ``extra``. The tensor files, and the sha256 recorded for them, are untouched.
+    Returns the new JSON document."""
+    doc = read_checkpoint_json(path)
+    runs = list(previous_runs) + [dict(run)]
+    doc.setdefault("extra", {}).update(extra)
+    doc["extra"].update({"cli_runs": runs, "wall_time_s": round(sum(r.get("wall_time_s", 0.0) for r in runs), 2)})
+    text = json.dumps(doc, indent=1)
+    _atomic_write(checkpoint_files(path)["json"], lambda tmp: Path(tmp).write_text(text))
+    return doc

@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CorruptFileError, UnknownNameError, unknown_name
+
 __all__ = ["TOY_DATASETS", "make_toy", "load_digits", "DIGITS_TEST_FRACTION", "DIGITS_SPLIT_SEED", "read_idx",
-           "load_mnist_family", "load_cifar10", "OfflineDatasetError", "to_unit_range", "to_image_range"]
+           "load_mnist_family", "load_cifar10", "OfflineDatasetError", "to_unit_range", "to_image_range",
+           "IMAGE_DATASETS", "DATASETS", "load_dataset"]
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
@@ -23,6 +26,12 @@ DIGITS_SPLIT_SEED = 0
 
 class OfflineDatasetError(RuntimeError):
     """A data set that must be downloaded could not be fetched."""
+
+
+def _check_split(split, allowed):
+    if split not in allowed:
+        names = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
+        raise UnknownNameError(f"split must be {names}, got {split!r}", given=split, allowed=allowed)
 
 
 # ----------------------------------------------------------------------------- 2-D toys
@@ -62,7 +71,7 @@ def make_toy(name: str, n: int = 2000, seed: int = 0) -> torch.Tensor:
     gives the same points.
     """
     if name not in TOY_DATASETS:
-        raise ValueError(f"unknown toy data set {name!r}; choose one of {sorted(TOY_DATASETS)}")
+        raise unknown_name("toy data set", name, TOY_DATASETS)
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"n must be a positive int, got {n!r}")
     rng = np.random.default_rng(seed)
@@ -81,8 +90,7 @@ def load_digits(split: str = "train"):
     from sklearn.datasets import load_digits as _sk_digits
     from sklearn.model_selection import train_test_split
 
-    if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    _check_split(split, ("train", "test", "all"))
     d = _sk_digits()
     images = d.images.astype(np.float32)
     labels = d.target.astype(np.int64)
@@ -116,19 +124,21 @@ def read_idx(path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+        raise CorruptFileError(f"{path} is not an IDX file (bad magic number)", path=path)
     code, ndim = data[2], data[3]
     if code not in _IDX_DTYPES:
-        raise ValueError(f"{path}: unknown IDX element type 0x{code:02x}")
+        raise CorruptFileError(f"{path}: unknown IDX element type 0x{code:02x}; known: "
+                               f"{[hex(c) for c in _IDX_DTYPES]}", path=path)
     if len(data) < 4 + 4 * ndim:
-        raise ValueError(f"{path}: truncated IDX header: {ndim} dimensions need {4 + 4 * ndim} header bytes, "
-                         f"the file holds {len(data)}")
+        raise CorruptFileError(f"{path}: truncated IDX header: {ndim} dimensions need {4 + 4 * ndim} header bytes, "
+                               f"the file holds {len(data)}", path=path)
     dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = int(np.prod(dims)) * dtype.itemsize
     body = data[4 + 4 * ndim:]
     if len(body) != expected:
-        raise ValueError(f"{path}: IDX header says {dims} ({expected} bytes) but the file holds {len(body)} bytes")
+        raise CorruptFileError(f"{path}: IDX header says {dims} ({expected} bytes) but the file holds {len(body)} bytes",
+                               path=path)
     return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 
@@ -153,9 +163,8 @@ def load_mnist_family(name: str = "mnist", split: str = "train", root: str | os.
     :class:`OfflineDatasetError` naming the offline alternative, :func:`load_digits`.
     """
     if name not in _MNIST_FAMILY:
-        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(_MNIST_FAMILY)}")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise unknown_name("data set", name, _MNIST_FAMILY)
+    _check_split(split, ("train", "test"))
     folder, tv_name = _MNIST_FAMILY[name]
     raw = Path(root) / folder / "raw"
     prefix = "train" if split == "train" else "t10k"
@@ -171,7 +180,8 @@ def load_mnist_family(name: str = "mnist", split: str = "train", root: str | os.
             raise OfflineDatasetError(f"{name}: download finished but IDX files are missing under {raw}")
     images, labels = read_idx(files[0]), read_idx(files[1])
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{name}: images {images.shape} and labels {labels.shape} do not match")
+        raise CorruptFileError(f"{name}: images {images.shape} in {files[0]} and labels {labels.shape} in {files[1]} "
+                               "do not match", path=files[0])
     x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
 
@@ -205,8 +215,7 @@ def _torchvision_download(tv_name, root, split):
 
 def load_cifar10(split: str = "train", root: str | os.PathLike = "data", download: bool = True):
     """CIFAR-10 through torchvision as ``(x, y)``: x float32 (N, 3, 32, 32) in [-1, 1], y int64. Online only."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    _check_split(split, ("train", "test"))
     datasets = _import_torchvision()
     try:
         ds = datasets.CIFAR10(root=str(root), train=(split == "train"), download=download)
@@ -214,3 +223,24 @@ def load_cifar10(split: str = "train", root: str | os.PathLike = "data", downloa
         raise _offline_error("CIFAR10", err) from err
     x = torch.from_numpy(np.asarray(ds.data, dtype=np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
     return x, torch.as_tensor(ds.targets, dtype=torch.long)
+
+
+# ----------------------------------------------------------------------------- by name
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist")
+DATASETS = IMAGE_DATASETS + tuple(TOY_DATASETS)
+
+
+def load_dataset(name: str, split: str = "train", *, root: str | os.PathLike = "data", toy_points: int = 8000,
+                 seed: int = 0):
+    """``(x, y, num_classes)`` for a data set name of :data:`DATASETS` (what the command line's ``--data`` takes):
+    ``digits`` (offline), ``mnist`` / ``fashion_mnist`` (torchvision, online the first time), or a 2-D toy of
+    ``toy_points`` points drawn with ``seed``, which has no labels (``y`` and ``num_classes`` are None)."""
+    if name == "digits":
+        x, y = load_digits(split)
+        return x, y, 10
+    if name in _MNIST_FAMILY:
+        x, y = load_mnist_family(name, split, root=root)
+        return x, y, 10
+    if name in TOY_DATASETS:
+        return make_toy(name, n=toy_points, seed=seed), None, None
+    raise unknown_name("data set", name, DATASETS)

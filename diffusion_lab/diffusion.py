@@ -13,25 +13,31 @@ from __future__ import annotations
 
 import torch
 
-from .schedules import NoiseSchedule, check_timesteps
+from . import checks
+from .schedules import NoiseSchedule, check_schedule
 
 __all__ = [
     "q_step", "q_mean_variance", "q_sample", "q_posterior", "predict_x0_from_eps", "predict_eps_from_x0",
-    "mean_from_eps", "p_mean_variance", "loss_simple", "VARIANCES", "check_model_output",
+    "mean_from_eps", "p_mean_variance", "loss_simple", "VARIANCES", "check_model_output", "call_model",
+    "model_variance", "check_variance",
 ]
 
 VARIANCES = ("beta", "beta_tilde")
+# σ_t² of the reverse step and its log, by name (schedule coefficients, see NoiseSchedule.table)
+_VARIANCE_TABLES = {"beta": ("betas", "log_betas"),
+                    "beta_tilde": ("posterior_variance_clipped", "log_posterior_variance_clipped")}
 
 
-def _check_schedule(schedule):
-    if not isinstance(schedule, NoiseSchedule):
-        raise TypeError(
-            f"schedule must be a NoiseSchedule (e.g. diffusion_lab.schedules.linear_schedule()), got {type(schedule).__name__}")
+def check_variance(variance) -> str:
+    """``variance`` if it is one of :data:`VARIANCES`, else an :class:`~.errors.UnknownNameError`."""
+    return checks.choice(variance, VARIANCES,
+                         f"variance must be one of {VARIANCES}, got {variance!r} (σ_t² = β_t or β̃_t)")
 
 
-def _check_same_shape(a, b, na, nb):
-    if a.shape != b.shape:
-        raise ValueError(f"{na} and {nb} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+def _boundary(schedule, x, t):
+    """The checks every public function here starts with: a schedule, and t as a LongTensor (B,) on x's device."""
+    check_schedule(schedule)
+    return checks.timesteps(t, schedule.T, x.shape[0], device=x.device)
 
 
 def _noise_like(x, noise, generator=None):
@@ -39,7 +45,7 @@ def _noise_like(x, noise, generator=None):
         # draw on the generator's device (a CPU generator may serve CUDA data), then move to x's device
         device = generator.device if generator is not None else x.device
         return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
-    _check_same_shape(noise, x, "noise", "x")
+    checks.same_shape(noise, x, "noise", "x")
     return noise
 
 
@@ -48,7 +54,7 @@ def q_step(schedule: NoiseSchedule, x_prev: torch.Tensor, t, noise=None, *, gene
 
     With code index t this maps x at paper step t to paper step t+1 using ``betas[t]``.
     """
-    _check_schedule(schedule)
+    t = _boundary(schedule, x_prev, t)
     noise = _noise_like(x_prev, noise, generator)
     beta = schedule.extract("betas", t, x_prev)
     return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise
@@ -56,17 +62,25 @@ def q_step(schedule: NoiseSchedule, x_prev: torch.Tensor, t, noise=None, *, gene
 
 def q_mean_variance(schedule: NoiseSchedule, x0: torch.Tensor, t):
     """Mean and variance of q(x_t | x_0), eq. (2.4): (√ᾱ_t x_0, (1-ᾱ_t) I)."""
-    _check_schedule(schedule)
+    t = _boundary(schedule, x0, t)
     mean = schedule.extract("sqrt_alpha_bars", t, x0) * x0
-    var = schedule.extract(1.0 - schedule.alpha_bars, t, x0).expand_as(x0)
+    var = schedule.extract("one_minus_alpha_bars", t, x0).expand_as(x0)
     return mean, var
+
+
+def _q_sample(schedule, x0, t, noise):
+    return schedule.extract("sqrt_alpha_bars", t, x0) * x0 + schedule.extract("sqrt_one_minus_alpha_bars", t, x0) * noise
 
 
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t, noise=None, *, generator=None) -> torch.Tensor:
     """Sample x_t ~ q(x_t | x_0) in one shot, eq. (2.4): x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε."""
-    _check_schedule(schedule)
+    t = _boundary(schedule, x0, t)
     noise = _noise_like(x0, noise, generator)
-    return schedule.extract("sqrt_alpha_bars", t, x0) * x0 + schedule.extract("sqrt_one_minus_alpha_bars", t, x0) * noise
+    return _q_sample(schedule, x0, t, noise)
+
+
+def _q_posterior_mean(schedule, x0, x_t, t):
+    return schedule.extract("posterior_mean_coef_x0", t, x_t) * x0 + schedule.extract("posterior_mean_coef_xt", t, x_t) * x_t
 
 
 def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t):
@@ -75,25 +89,38 @@ def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t)
     Returns ``(mean, variance)``, both of x_t's shape. At code index 0 the variance is exactly 0:
     x_0 is known, so the posterior is a point mass at x_0.
     """
-    _check_schedule(schedule)
-    _check_same_shape(x0, x_t, "x0", "x_t")
-    mean = schedule.extract("posterior_mean_coef_x0", t, x_t) * x0 + schedule.extract("posterior_mean_coef_xt", t, x_t) * x_t
+    check_schedule(schedule)
+    checks.same_shape(x0, x_t, "x0", "x_t")
+    t = _boundary(schedule, x_t, t)
+    mean = _q_posterior_mean(schedule, x0, x_t, t)
     var = schedule.extract("posterior_variance", t, x_t).expand_as(x_t)
     return mean, var
 
 
+def _predict_x0(schedule, x_t, t, eps):
+    return (x_t - schedule.extract("sqrt_one_minus_alpha_bars", t, x_t) * eps) / schedule.extract("sqrt_alpha_bars", t, x_t)
+
+
+def _predict_eps(schedule, x_t, t, x0):
+    return (x_t - schedule.extract("sqrt_alpha_bars", t, x_t) * x0) / schedule.extract("sqrt_one_minus_alpha_bars", t, x_t)
+
+
+def _mean_from_eps(schedule, x_t, t, eps):
+    return (x_t - schedule.extract("eps_coef", t, x_t) * eps) / schedule.extract("sqrt_alphas", t, x_t)
+
+
 def predict_x0_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
     """Invert eq. (2.4) for x_0: x̂_0 = (x_t - √(1-ᾱ_t) ε) / √ᾱ_t."""
-    _check_schedule(schedule)
-    _check_same_shape(eps, x_t, "eps", "x_t")
-    return (x_t - schedule.extract("sqrt_one_minus_alpha_bars", t, x_t) * eps) / schedule.extract("sqrt_alpha_bars", t, x_t)
+    check_schedule(schedule)
+    checks.same_shape(eps, x_t, "eps", "x_t")
+    return _predict_x0(schedule, x_t, _boundary(schedule, x_t, t), eps)
 
 
 def predict_eps_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t, x0: torch.Tensor) -> torch.Tensor:
     """Invert eq. (2.4) for ε: ε = (x_t - √ᾱ_t x_0) / √(1-ᾱ_t)."""
-    _check_schedule(schedule)
-    _check_same_shape(x0, x_t, "x0", "x_t")
-    return (x_t - schedule.extract("sqrt_alpha_bars", t, x_t) * x0) / schedule.extract("sqrt_one_minus_alpha_bars", t, x_t)
+    check_schedule(schedule)
+    checks.same_shape(x0, x_t, "x0", "x_t")
+    return _predict_eps(schedule, x_t, _boundary(schedule, x_t, t), x0)
 
 
 def mean_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
@@ -101,13 +128,13 @@ def mean_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, eps: torch.Tens
 
     Exact for the true ε that produced x_t from x_0; with ε_θ it is μ_θ.
     """
-    _check_schedule(schedule)
-    _check_same_shape(eps, x_t, "eps", "x_t")
-    coef = schedule.extract(schedule.betas / schedule.sqrt_one_minus_alpha_bars, t, x_t)
-    return (x_t - coef * eps) / schedule.extract(schedule.alphas.sqrt(), t, x_t)
+    check_schedule(schedule)
+    checks.same_shape(eps, x_t, "eps", "x_t")
+    return _mean_from_eps(schedule, x_t, _boundary(schedule, x_t, t), eps)
 
 
 def check_model_output(eps, x_t):
+    """``eps`` if it is a tensor of x_t's shape (what every denoiser must return); shapes only, no host sync."""
     if not isinstance(eps, torch.Tensor):
         raise TypeError(f"the model must return a tensor ε of x_t's shape, got {type(eps).__name__}")
     if eps.shape != x_t.shape:
@@ -124,11 +151,26 @@ def call_model(model, x_t, t, y=None):
 def model_variance(schedule: NoiseSchedule, variance: str = "beta") -> torch.Tensor:
     """σ_t² of the reverse step: ``"beta"`` → β_t (the seed's choice), ``"beta_tilde"`` → β̃_t, with β̃ at
     index 0 replaced by β̃ at index 1 (β̃_1 = 0 would make the decoder a point mass)."""
-    if variance == "beta":
-        return schedule.betas
-    if variance == "beta_tilde":
-        return schedule.posterior_variance_clipped
-    raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    return getattr(schedule, _VARIANCE_TABLES[check_variance(variance)][0])
+
+
+def _p_mean_variance(schedule, x_t, t, eps, variance, clip_x0) -> dict:
+    """The body of :func:`p_mean_variance` on checked inputs (t a LongTensor (B,) on x_t's device, ε given)."""
+    # 1. x̂_0 from ε, inverting (2.4)
+    pred_x0 = _predict_x0(schedule, x_t, t, eps)
+    if clip_x0 is not None:
+        # 2a. clamp x̂_0 to the data range, re-derive ε from it, and take the posterior mean (3.5) at x̂_0
+        pred_x0 = pred_x0.clamp(*clip_x0)
+        eps = _predict_eps(schedule, x_t, t, pred_x0)
+        mean = _q_posterior_mean(schedule, pred_x0, x_t, t)
+    else:
+        # 2b. the seed's mean (3.7), equal to the posterior mean (3.5) at the unclamped x̂_0
+        mean = _mean_from_eps(schedule, x_t, t, eps)
+    # 3. σ_t² and log σ_t², from the schedule's tables
+    var_name, log_var_name = _VARIANCE_TABLES[variance]
+    var = schedule.extract(var_name, t, x_t).expand_as(x_t)
+    log_var = schedule.extract(log_var_name, t, x_t).expand_as(x_t)
+    return {"mean": mean, "variance": var, "log_variance": log_var, "pred_x0": pred_x0, "eps": eps}
 
 
 def p_mean_variance(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, *, y=None, variance: str = "beta",
@@ -142,28 +184,14 @@ def p_mean_variance(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, *, y=N
     Returns a dict with ``mean``, ``variance``, ``log_variance``, ``pred_x0`` and ``eps``.
     ``eps`` may be passed in (already computed, e.g. by a guidance rule) to skip the model call.
     """
-    _check_schedule(schedule)
-    t = check_timesteps(t, schedule.T, batch=x_t.shape[0])
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    t = _boundary(schedule, x_t, t)
+    check_variance(variance)
+    clip_x0 = checks.clip_range(clip_x0)
     if eps is None:
         eps = call_model(model, x_t, t, y)
     else:
         check_model_output(eps, x_t)
-    pred_x0 = predict_x0_from_eps(schedule, x_t, t, eps)
-    if clip_x0 is not None:
-        lo, hi = clip_x0
-        if not lo < hi:
-            raise ValueError(f"clip_x0 must be (low, high) with low < high, got {clip_x0}")
-        pred_x0 = pred_x0.clamp(lo, hi)
-        eps = predict_eps_from_x0(schedule, x_t, t, pred_x0)
-        mean, _ = q_posterior(schedule, pred_x0, x_t, t)
-    else:
-        mean = mean_from_eps(schedule, x_t, t, eps)
-    var_t = model_variance(schedule, variance)
-    var = schedule.extract(var_t, t, x_t).expand_as(x_t)
-    log_var = schedule.extract(var_t.log(), t, x_t).expand_as(x_t)
-    return {"mean": mean, "variance": var, "log_variance": log_var, "pred_x0": pred_x0, "eps": eps}
+    return _p_mean_variance(schedule, x_t, t, eps, variance, clip_x0)
 
 
 def loss_simple(model, schedule: NoiseSchedule, x0: torch.Tensor, t=None, *, y=None, noise=None, generator=None,
@@ -174,14 +202,15 @@ def loss_simple(model, schedule: NoiseSchedule, x0: torch.Tensor, t=None, *, y=N
     dimensions (DDPM's implementation) — the seed's ``torch.norm(...)**2`` sums over every element of
     the batch instead, which only rescales the loss by B·D. ``reduction="none"`` returns one value per item.
     """
-    _check_schedule(schedule)
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    check_schedule(schedule)
+    checks.choice(reduction, ("mean", "none"), f"reduction must be 'mean' or 'none', got {reduction!r}")
     B = x0.shape[0]
     if t is None:
         t = torch.randint(0, schedule.T, (B,), generator=generator, device="cpu").to(x0.device)
+    else:
+        t = _boundary(schedule, x0, t)
     noise = _noise_like(x0, noise, generator)
-    x_t = q_sample(schedule, x0, t, noise)
+    x_t = _q_sample(schedule, x0, t, noise)
     eps = call_model(model, x_t, t, y)
     per_item = (noise - eps).pow(2).reshape(B, -1).mean(1)
     return per_item.mean() if reduction == "mean" else per_item

@@ -16,6 +16,22 @@ Each covariance is diagonalised once, Σ_k = U_k diag(λ_k) U_kᵀ. Adding isotr
 ᾱΣ_k + (1 − ᾱ)I = U_k diag(ᾱλ_k + 1 − ᾱ) U_kᵀ, so densities and scores at any ᾱ — one per batch item —
 cost O(B·K·D²) with no new factorisation. Everything is computed in float64.
 
+With labels, each component is a class: x_0 | y=k ~ N(μ_k, Σ_k), p(y=k) = w_k. Then the class-conditional ε-model
+is the component's own ε_k = −√(1 − ᾱ_t) ∇ log N_k(x_t), the unconditional one is their posterior-weighted mean
+(the same formula as above), and the exact noise-aware classifier is the posterior of the components,
+
+    log p(y=k | x_t) = log w_k + log N_k(x_t) − log q_t(x_t),
+
+tied to the ε's by Bayes' rule, ε(x_t, t, y) = ε(x_t, t, ∅) − √(1−ᾱ_t) ∇_{x_t} log p(y | x_t) — what classifier
+guidance (book eq. 7.2) relies on, so the samplers' guidance can be checked against it exactly. A single
+Gaussian, x_0 ~ N(m, s² I), is the one-component case, where the best ε is linear in x_t:
+
+    E[ε | x_t] = √(1−ᾱ_t) / (ᾱ_t s² + 1 − ᾱ_t) · (x_t − √ᾱ_t m).
+
+This is the package's one exact oracle: :class:`OptimalDenoiser` (any mixture, optionally with labels),
+:func:`GaussianOracle` (one isotropic Gaussian) and :func:`GaussianMixtureOracle` (K equally likely isotropic
+classes, with ``.classifier``) are all the same object.
+
 Code index t ∈ {0, …, T−1} is the paper's step t+1, as everywhere in the package.
 """
 from __future__ import annotations
@@ -24,9 +40,11 @@ import math
 
 import torch
 
-from .schedules import NoiseSchedule, check_timesteps
+from . import checks
+from .schedules import NoiseSchedule, check_schedule, check_timesteps
 
-__all__ = ["GaussianMixture", "OptimalDenoiser", "optimal_eps_model", "example_mixture_2d"]
+__all__ = ["GaussianMixture", "OptimalDenoiser", "optimal_eps_model", "example_mixture_2d", "GaussianOracle",
+           "GaussianMixtureOracle"]
 
 _F64 = torch.float64
 
@@ -169,18 +187,22 @@ class GaussianMixture:
 class OptimalDenoiser:
     """The exact minimiser of L_simple (4.9) for data drawn from ``mixture``: ε*(x_t, t) = E[ε | x_t], eq. (4.11).
 
-    Call it like any denoiser, ``model(x_t, t, y=None) -> ε`` (``y`` is ignored); x_t has shape (B, D) or
-    (B, ...) with D numbers per item, t is a code index (an int or a LongTensor of shape (B,), possibly different
-    per item). Computation is in float64; the result has x_t's dtype and device.
+    Call it like any denoiser, ``model(x_t, t, y=None) -> ε``; x_t has shape (B, D) or (B, ...) with D numbers per
+    item, t is a code index (an int or a LongTensor of shape (B,), possibly different per item). Computation is in
+    float64; the result has x_t's dtype and device.
+
+    With ``conditional=False`` (the default) ``y`` is ignored. With ``conditional=True`` each component is a class
+    (``num_classes`` = K): ``y`` in [0, K) gives that component's ε, the null label K (or ``y=None``) the mixture's,
+    exactly like a CFG model trained with label dropout; :meth:`classifier` is the exact noise-aware classifier.
     """
 
-    def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule):
+    def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule, *, conditional: bool = False):
         if not isinstance(mixture, GaussianMixture):
             raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
-        if not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        check_schedule(schedule)
         self.mixture = mixture
         self.schedule = schedule
+        self.num_classes = mixture.K if conditional else None
 
     def _prep(self, x, t):
         xf = self.mixture._flat(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
@@ -221,14 +243,34 @@ class OptimalDenoiser:
         t = int(check_timesteps(int(t), self.schedule.T)[0])
         return self.mixture.diffuse(float(self.schedule.alpha_bars[t]))
 
+    def classifier(self, x_t, t) -> torch.Tensor:
+        """The exact noise-aware classifier: logits log p(y=k | x_t) of shape (B, K), in x_t's dtype and device,
+        differentiable in x_t (so classifier guidance can take its gradient)."""
+        B = x_t.shape[0]
+        xf = x_t.reshape(B, -1).to(_F64)
+        if xf.shape[1] != self.mixture.D:
+            self.mixture._flat(x_t.detach())                                   # raises the shape error
+        t = checks.timesteps(t, self.schedule.T, B, device=torch.device("cpu"))
+        logw, _ = self.mixture._components(xf.cpu(), self.schedule.alpha_bars[t])
+        return torch.log_softmax(logw, dim=1).to(device=x_t.device, dtype=x_t.dtype)
+
     def __call__(self, x_t, t, y=None) -> torch.Tensor:
         xf, ab = self._prep(x_t, t)
-        s = self.mixture._log_prob_score(xf, ab)[1]
+        if self.num_classes is None or y is None:
+            s = self.mixture._log_prob_score(xf, ab)[1]
+        else:
+            # with labels: component y's own score, the mixture's for the null label K
+            y = checks.labels(y, xf.shape[0], self.num_classes, allow_null=True, device=torch.device("cpu"))
+            logw, grad = self.mixture._components(xf, ab)
+            s_mix = (torch.softmax(logw, dim=1)[:, :, None] * grad).sum(1)
+            s_y = grad[torch.arange(xf.shape[0]), y.clamp(max=self.num_classes - 1)]
+            s = torch.where((y == self.num_classes)[:, None], s_mix, s_y)
         eps = -(1.0 - ab).sqrt()[:, None] * s                                 # eq. (4.11)
         return eps.reshape(x_t.shape).to(device=x_t.device, dtype=x_t.dtype)
 
     def __repr__(self):
-        return f"OptimalDenoiser({self.mixture!r}, {self.schedule!r})"
+        labels = "" if self.num_classes is None else ", conditional=True"
+        return f"OptimalDenoiser({self.mixture!r}, {self.schedule!r}{labels})"
 
 
 def optimal_eps_model(mixture: GaussianMixture, schedule: NoiseSchedule) -> OptimalDenoiser:
@@ -246,3 +288,56 @@ def example_mixture_2d() -> GaussianMixture:
     covs = torch.stack([rot(0, 0.12, 0.12), rot(35, 0.30, 0.07), rot(-50, 0.22, 0.05)])
     means = [[-0.45, 0.45], [0.35, 0.40], [0.05, -0.50]]
     return GaussianMixture([0.3, 0.4, 0.3], means, covs)
+
+
+def GaussianOracle(schedule: NoiseSchedule, mean=0.0, std: float = 1.0, *, dim: int | None = None) -> "OptimalDenoiser":
+    """The exact ε-model for data x_0 ~ N(``mean``, ``std``² I), the one-component case of :class:`OptimalDenoiser`:
+    E[ε | x_t] = √(1−ᾱ_t) / (ᾱ_t s² + 1 − ᾱ_t) · (x_t − √ᾱ_t m), linear in x_t.
+
+    ``mean`` is a number (the same for every coordinate) or a tensor of one item's shape; for a number, the item
+    size is taken from the first x_t the model sees (or ``dim``).
+    """
+    if not float(std) > 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    mean = torch.as_tensor(mean, dtype=_F64)
+    if mean.dim() == 0 and dim is None:
+        return _IsotropicGaussianOracle(schedule, float(mean), float(std))
+    m = mean.reshape(1, -1) if mean.dim() else mean.expand(1, dim)
+    return OptimalDenoiser(GaussianMixture([1.0], m, stds=float(std)), schedule)
+
+
+class _IsotropicGaussianOracle(OptimalDenoiser):
+    """:func:`GaussianOracle` with a scalar mean: the one-component mixture is built for the item size seen."""
+
+    def __init__(self, schedule, mean: float, std: float):
+        check_schedule(schedule)
+        self.schedule, self.num_classes, self._mean, self._std, self._by_dim = schedule, None, mean, std, {}
+
+    @property
+    def mixture(self) -> GaussianMixture:
+        if len(self._by_dim) != 1:
+            raise ValueError("GaussianOracle with a scalar mean learns the data's dimension from the first x_t it "
+                             "sees; call it once first, or pass dim=D")
+        return next(iter(self._by_dim.values()))
+
+    def _prep(self, x, t):
+        D = x[0].numel() if isinstance(x, torch.Tensor) and x.dim() > 1 else 1
+        if D not in self._by_dim:
+            self._by_dim.clear()
+            self._by_dim[D] = GaussianMixture([1.0], torch.full((1, D), self._mean, dtype=_F64), stds=self._std)
+        return super()._prep(x, t)
+
+
+def GaussianMixtureOracle(schedule: NoiseSchedule, means, std: float = 1.0) -> OptimalDenoiser:
+    """The exact class-conditional ε-model for K equally likely classes x_0 | y ~ N(means[y], std² I):
+    an :class:`OptimalDenoiser` with labels. ``model(x_t, t, y)`` gives the class-conditional ε for labels in
+    [0, K) and the unconditional (mixture) ε for the null label K or ``y=None``; ``.classifier(x_t, t)`` gives the
+    exact logits log p(y | x_t). ``means`` has shape (K, *item_shape)."""
+    means = torch.as_tensor(means, dtype=_F64)
+    if means.dim() < 2:
+        raise ValueError(f"means must have shape (K, *item_shape), got {tuple(means.shape)}")
+    if not float(std) > 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    K = means.shape[0]
+    return OptimalDenoiser(GaussianMixture(torch.ones(K, dtype=_F64), means.reshape(K, -1), stds=float(std)),
+                           schedule, conditional=True)

@@ -10,6 +10,11 @@ so :func:`diffusion_lab.sampling.p_sample` and the DDIM step stay a few lines lo
 ``adjust_eps(eps, schedule, x_t, t, y)``
     the same shift written on ε, for deterministic (DDIM) sampling, where there is no mean to move.
 
+The samplers validate the labels once, before their loop (:meth:`Guidance.check_labels`), then call the hooks
+with checked inputs: the hooks trust them and never read a value back from the device. Inside a sampling loop,
+where every item is at the same step, the samplers call :meth:`Guidance.step_eps` with that step as a Python
+int, so a rule that depends on the step (CFG in an interval) decides on the host without a device sync.
+
 :class:`Guidance` is the identity for all three (the model gets ``y`` unchanged): subclass it for new rules.
 
 Book equations:
@@ -26,50 +31,35 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from . import checks
 from .diffusion import check_model_output
 from .schedules import NoiseSchedule
 
-__all__ = ["Guidance", "ClassifierFreeGuidance", "ClassifierGuidance", "check_labels", "null_label"]
+__all__ = ["Guidance", "ClassifierFreeGuidance", "ClassifierGuidance", "check_labels", "null_label", "num_classes_of"]
 
 
 def check_labels(y, batch: int, num_classes: int | None = None, *, allow_null: bool = False) -> torch.Tensor:
-    """Validate class labels and return them as a LongTensor of shape (B,).
+    """Validate class labels and return them as a LongTensor of shape (B,) (see :func:`diffusion_lab.checks.labels`).
 
     ``y`` may be an int (the same label for the whole batch) or an integer tensor of shape (B,) or ().
     With ``num_classes`` given, labels must lie in [0, num_classes) — or [0, num_classes] when
     ``allow_null`` is true (``num_classes`` is the null label, "no class", of CFG).
     """
-    if isinstance(y, bool):
-        raise TypeError("y must be integer class labels, got a bool")
-    if isinstance(y, numbers.Integral):
-        y = torch.full((batch,), int(y), dtype=torch.long)
-    elif isinstance(y, torch.Tensor):
-        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-            raise TypeError(f"y must hold integer class labels (torch.long), got dtype {y.dtype}; use y.long()")
-        if y.dim() == 0:
-            y = y.reshape(1).expand(batch)
-        elif y.dim() != 1:
-            raise ValueError(f"y must be a 1-D tensor of labels of shape (B,), got shape {tuple(y.shape)}")
-        y = y.long()
-    else:
-        raise TypeError(f"y must be an int or an integer torch.Tensor of labels, got {type(y).__name__}")
-    if y.shape[0] != batch:
-        raise ValueError(f"y has {y.shape[0]} labels but the batch has {batch} items; pass one label per item")
-    if num_classes is not None and y.numel():
-        hi = num_classes + 1 if allow_null else num_classes
-        lo_v, hi_v = int(y.min()), int(y.max())
-        if lo_v < 0 or hi_v >= hi:
-            raise ValueError(
-                f"labels must lie in [0, {hi - 1}] (num_classes={num_classes}"
-                f"{', the null label included' if allow_null else ''}), got values in [{lo_v}, {hi_v}]")
-    return y
+    return checks.labels(y, batch, num_classes, allow_null=allow_null)
+
+
+def num_classes_of(model) -> int | None:
+    """The number of classes of a conditional model or a classifier: ``model.num_classes``, else
+    ``model.config.num_classes`` (how diffusion_lab.models keep it), else None."""
+    k = getattr(model, "num_classes", None)
+    if k is None:
+        k = getattr(getattr(model, "config", None), "num_classes", None)
+    return k
 
 
 def _resolve_num_classes(num_classes, model=None):
     if num_classes is None and model is not None:
-        num_classes = getattr(model, "num_classes", None)
-        if num_classes is None:  # diffusion_lab.models keep it in their config
-            num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+        num_classes = num_classes_of(model)
     if num_classes is None:
         raise ValueError(
             "classifier-free guidance needs the number of classes to build the null label: pass "
@@ -85,19 +75,6 @@ def null_label(num_classes: int, batch: int, device=None) -> torch.Tensor:
     return torch.full((batch,), int(num_classes), dtype=torch.long, device=device)
 
 
-def _check_interval(interval) -> tuple[int, int]:
-    """Validate a guidance interval ``(t_lo, t_hi)`` of code timesteps (0-based, both ends included)."""
-    msg = ("interval must be (t_lo, t_hi): two ints with 0 <= t_lo <= t_hi, the code timesteps (0-based, both "
-           "included) where guidance is applied, e.g. interval=(0, 300); got {!r}")
-    if not isinstance(interval, (tuple, list)) or len(interval) != 2 or any(
-            isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in interval):
-        raise TypeError(msg.format(interval))
-    lo, hi = int(interval[0]), int(interval[1])
-    if lo < 0 or hi < lo:
-        raise ValueError(msg.format(interval))
-    return lo, hi
-
-
 class Guidance:
     """No guidance: the model gets ``y`` as it is and the mean is left alone. Base class of the rules below.
 
@@ -107,10 +84,19 @@ class Guidance:
 
     needs_labels = False
 
+    def check_labels(self, y, batch: int, model) -> torch.Tensor:
+        """The boundary check of the target labels, run once by a sampler before its loop: here the labels go to
+        the model, so they may be any of its classes or its null label."""
+        return check_labels(y, batch, num_classes_of(model), allow_null=True)
+
     def eps(self, model, x_t: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
         """ε used by the sampler at (x_t, t)."""
         eps = model(x_t, t) if y is None else model(x_t, t, y=y)
         return check_model_output(eps, x_t)
+
+    def step_eps(self, model, x_t: torch.Tensor, t: torch.Tensor, y, t_index: int) -> torch.Tensor:
+        """:meth:`eps` inside a sampling loop, where every item is at code step ``t_index`` (a Python int)."""
+        return self.eps(model, x_t, t, y)
 
     def adjust_mean(self, mean, variance, x_t, t, y):
         """The ancestral mean after guidance (identity here)."""
@@ -148,12 +134,13 @@ class ClassifierFreeGuidance(Guidance):
     needs_labels = True
 
     def __init__(self, w: float, num_classes: int | None = None, *, interval: tuple[int, int] | None = None):
-        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not torch.isfinite(torch.tensor(float(w))):
-            raise TypeError(f"w must be a finite real number (the guidance weight; diffusers' guidance_scale = 1 + w), "
-                            f"got {w!r}")
-        self.w = float(w)
+        self.w = checks.real_number(w, "w", hint=" (the guidance weight; diffusers' guidance_scale = 1 + w)")
         self.num_classes = None if num_classes is None else _resolve_num_classes(num_classes)
-        self.interval = None if interval is None else _check_interval(interval)
+        self.interval = None if interval is None else checks.interval(interval)
+
+    def check_labels(self, y, batch: int, model) -> torch.Tensor:
+        # the targets are classes; the null label is the rule's own business
+        return check_labels(y, batch, _resolve_num_classes(self.num_classes, model))
 
     def weight(self, t: torch.Tensor) -> torch.Tensor:
         """The guidance weight used at each item's timestep: ``w`` inside ``interval`` (everywhere without one),
@@ -167,16 +154,25 @@ class ClassifierFreeGuidance(Guidance):
     def eps(self, model, x_t, t, y):
         if y is None:
             raise ValueError("classifier-free guidance needs target labels y (LongTensor of shape (B,))")
-        K = _resolve_num_classes(self.num_classes, model)
         B = x_t.shape[0]
-        y = check_labels(y, B, K).to(x_t.device)
+        y = self.check_labels(y, B, model).to(x_t.device)
         t = torch.as_tensor(t, device=x_t.device)
         t = t.expand(B) if t.dim() == 0 else t
-        # Without an interval the check is on a Python float (no device sync per step); with one, the items'
-        # timesteps decide, and the null pass is skipped when every item lies outside.
-        w = None if self.interval is None else self.weight(t)
-        if self.w == 0.0 or (w is not None and not bool((w != 0).any())):
+        # Called with items at different steps: the items' timesteps decide (a host read, outside any loop).
+        active = self.w != 0.0 and (self.interval is None or bool((self.weight(t) != 0).any()))
+        return self._eps(model, x_t, t, y, active)
+
+    def step_eps(self, model, x_t, t, y, t_index):
+        # Inside a sampling loop the step is a Python int: the interval is decided on the host, no device sync.
+        active = self.w != 0.0 and (self.interval is None or self.interval[0] <= t_index <= self.interval[1])
+        return self._eps(model, x_t, t, y, active)
+
+    def _eps(self, model, x_t, t, y, active: bool):
+        if not active:      # w = 0, or outside the interval: plain conditional ε, no null pass
             return check_model_output(model(x_t, t, y=y), x_t)
+        K = _resolve_num_classes(self.num_classes, model)
+        B = x_t.shape[0]
+        # 1. one batched call: the conditional pass and the null pass (label ∅ = K)
         x_in = torch.cat([x_t, x_t])
         t_in = torch.cat([t, t])
         y_in = torch.cat([y, null_label(K, B, device=y.device)])
@@ -186,9 +182,10 @@ class ClassifierFreeGuidance(Guidance):
                              f"(CFG batches the conditional and null passes), got "
                              f"{getattr(eps_both, 'shape', type(eps_both).__name__)}")
         eps_cond, eps_uncond = eps_both.chunk(2)
-        if w is None:
+        # 2. eq. (8.1): ε̃ = (1 + w) ε(y) − w ε(∅); with an interval, eq. (8.2) with w per item
+        if self.interval is None:
             return (1.0 + self.w) * eps_cond - self.w * eps_uncond
-        w = w.to(eps_cond.dtype).reshape(B, *([1] * (eps_cond.dim() - 1)))
+        w = self.weight(t).to(eps_cond.dtype).reshape(B, *([1] * (eps_cond.dim() - 1)))
         return eps_cond + w * (eps_cond - eps_uncond)
 
     def __repr__(self):
@@ -219,29 +216,35 @@ class ClassifierGuidance(Guidance):
     def __init__(self, classifier, scale: float = 1.0):
         if not callable(classifier):
             raise TypeError(f"classifier must be a callable classifier(x_t, t) -> logits, got {type(classifier).__name__}")
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not torch.isfinite(torch.tensor(float(scale))):
-            raise TypeError(f"scale must be a finite real number, got {scale!r}")
+        self.scale = checks.real_number(scale, "scale", hint=" (the classifier-guidance scale γ)")
         self.classifier = classifier
-        self.scale = float(scale)
+
+    def check_labels(self, y, batch: int, model) -> torch.Tensor:
+        # the labels go to the classifier; its number of classes, when it tells, bounds them
+        return check_labels(y, batch, num_classes_of(self.classifier))
 
     def grad_log_prob(self, x_t: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
         """∇_{x_t} log p_φ(y | x_t), one gradient per item (the items are independent, so the gradient of the
         sum of log-probabilities is each item's own gradient). Returned detached, in x_t's shape."""
         if y is None:
             raise ValueError("classifier guidance needs target labels y (LongTensor of shape (B,))")
+        y = check_labels(y, x_t.shape[0]).to(x_t.device)
+        return self._grad_log_prob(x_t, t, y, check_range=True)
+
+    def _grad_log_prob(self, x_t, t, y, check_range: bool = False):
         B = x_t.shape[0]
-        y = check_labels(y, B).to(x_t.device)
         with torch.enable_grad():
             x_in = x_t.detach().requires_grad_(True)
+            # 1. the classifier's logits at the very tensor we differentiate
             logits = self.classifier(x_in, t)
             if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != B:
                 raise ValueError(f"the classifier must return logits of shape (B, num_classes) = ({B}, K), got "
                                  f"{getattr(logits, 'shape', type(logits).__name__)}")
-            if int(y.max()) >= logits.shape[1] or int(y.min()) < 0:
-                raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}] for this classifier, got "
-                                 f"values in [{int(y.min())}, {int(y.max())}]")
+            if check_range:
+                check_labels(y, B, logits.shape[1])
             if logits.dtype in (torch.float16, torch.bfloat16):  # softmax in fp32 for half-precision classifiers
                 logits = logits.float()
+            # 2. log p_φ(y | x_t) of the target labels, summed over the items, and its gradient wrt x_t
             log_p = F.log_softmax(logits, dim=-1)
             selected = log_p.gather(1, y[:, None]).sum()
             (grad,) = torch.autograd.grad(selected, x_in)
@@ -254,13 +257,15 @@ class ClassifierGuidance(Guidance):
     def adjust_mean(self, mean, variance, x_t, t, y):
         if self.scale == 0.0:
             return mean
-        return mean + self.scale * variance * self.grad_log_prob(x_t, t, y)
+        # eq. (7.1): μ̃ = μ + s · σ_t² · ∇ log p_φ(y | x_t)
+        return mean + self.scale * variance * self._grad_log_prob(x_t, t, y)
 
     def adjust_eps(self, eps, schedule, x_t, t, y):
         if self.scale == 0.0:
             return eps
+        # eq. (7.2): ε̃ = ε − s · √(1 − ᾱ_t) · ∇ log p_φ(y | x_t)
         sqrt_one_minus_ab = schedule.extract("sqrt_one_minus_alpha_bars", t, x_t)
-        return eps - self.scale * sqrt_one_minus_ab * self.grad_log_prob(x_t, t, y)
+        return eps - self.scale * sqrt_one_minus_ab * self._grad_log_prob(x_t, t, y)
 
     def __repr__(self):
         return f"ClassifierGuidance(classifier={type(self.classifier).__name__}, scale={self.scale:g})"

@@ -17,8 +17,9 @@ import math
 
 import torch
 
-from .diffusion import VARIANCES, _check_schedule, call_model, p_mean_variance, q_mean_variance, q_posterior, q_sample
-from .schedules import NoiseSchedule
+from . import checks
+from .diffusion import VARIANCES, call_model, p_mean_variance, q_mean_variance, q_posterior, q_sample
+from .schedules import NoiseSchedule, check_schedule
 
 __all__ = ["normal_kl", "discretized_gaussian_log_likelihood", "gaussian_log_likelihood", "prior_kl", "vlb_terms",
            "bits_per_dim", "DECODERS"]
@@ -81,7 +82,7 @@ def gaussian_log_likelihood(x, means, log_scales):
 
 def prior_kl(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
     """L_T = KL(q(x_T | x_0) ‖ N(0, I)) per item, in nats (summed over dimensions)."""
-    _check_schedule(schedule)
+    check_schedule(schedule)
     B = x0.shape[0]
     t = torch.full((B,), schedule.T - 1, dtype=torch.long, device=x0.device)
     mean, var = q_mean_variance(schedule, x0, t)
@@ -104,16 +105,14 @@ def vlb_terms(model, schedule: NoiseSchedule, x0: torch.Tensor, *, y=None, varia
     choice, all choices see the same draws of x_t (so their difference has little Monte Carlo noise), and the
     result is a dict ``{variance: result}``.
     """
-    _check_schedule(schedule)
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    check_schedule(schedule)
+    checks.choice(decoder, DECODERS, f"decoder must be one of {DECODERS}, got {decoder!r}")
     several = isinstance(variance, (tuple, list))
     variances = tuple(variance) if several else (variance,)
     if not variances or len(set(variances)) != len(variances):
         raise ValueError(f"variance must be one of {VARIANCES} or a tuple of distinct ones, got {variance!r}")
     for v in variances:
-        if v not in VARIANCES:
-            raise ValueError(f"variance must be one of {VARIANCES} or a tuple of them, got {v!r}")
+        checks.choice(v, VARIANCES, f"variance must be one of {VARIANCES} or a tuple of them, got {v!r}")
     B = x0.shape[0]
     D = x0[0].numel()
     T = schedule.T

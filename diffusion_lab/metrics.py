@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import load_digits
+from .models.judge import (IMAGE_SHAPE, JUDGE_ARCH, NUM_CLASSES, DigitsJudge, judge_from_state_dict, load_judge,
+                           save_judge)
 
 __all__ = [
     "DigitsJudge", "train_judge", "judge_from_state_dict", "load_judge", "save_judge", "get_judge", "report_judge",
@@ -32,84 +32,11 @@ __all__ = [
     "diversity", "JUDGE_WEIGHTS_NAME", "JUDGE_ARCH",
 ]
 
-JUDGE_ARCH = "digits-judge-v1"
-JUDGE_WEIGHTS_NAME = "digits-judge.safetensors"   # looked for under diffusion_lab/pretrained/
-NUM_CLASSES = 10
-IMAGE_SHAPE = (1, 8, 8)
+JUDGE_WEIGHTS_NAME = "digits-judge.safetensors"   # the shipped file (pretrained.load("digits-judge"))
+JUDGE_NAME = "digits-judge"                       # its name in diffusion_lab/pretrained/MANIFEST.json
 
 
-# ----------------------------------------------------------------------------- the judge
-class DigitsJudge(nn.Module):
-    """A small CNN classifier for 8×8 digits in [-1, 1]: three 3×3 conv layers, two 2×2 max-pools, a 64-unit
-    hidden layer (the *features* used by the Fréchet distance and the diversity measures), then 10 logits.
-
-    ``forward(x)`` → logits; :meth:`features` → penultimate activations (N, 64); :meth:`predict` → labels;
-    :meth:`accuracy` → fraction correct. All evaluation methods run in eval mode without gradients, in batches,
-    and clamp the input to [-1, 1].
-    """
-
-    feature_dim = 64
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),      # 4×4
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),      # 2×2
-        )
-        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(64 * 2 * 2, self.feature_dim), nn.ReLU())
-        self.head = nn.Linear(self.feature_dim, NUM_CLASSES)
-        self.num_classes = NUM_CLASSES
-
-    def forward(self, x):
-        return self.head(self.hidden(self.conv(x)))
-
-    # -- evaluation helpers -------------------------------------------------------------------
-    def _batches(self, x, fn, batch_size=1024):
-        x = _check_images(x)
-        was_training = self.training
-        self.eval()
-        dev = next(self.parameters()).device
-        try:
-            with torch.no_grad():
-                outs = [fn(x[i:i + batch_size].to(dev, torch.float32).clamp(-1, 1)).cpu()
-                        for i in range(0, x.shape[0], batch_size)]
-        finally:
-            self.train(was_training)
-        return torch.cat(outs) if outs else torch.empty(0)
-
-    def logits(self, x) -> torch.Tensor:
-        """Logits (N, 10) on the CPU."""
-        return self._batches(x, self.forward)
-
-    def features(self, x) -> torch.Tensor:
-        """Penultimate-layer activations (N, 64) on the CPU: the judge's feature space."""
-        return self._batches(x, lambda b: self.hidden(self.conv(b)))
-
-    def predict(self, x) -> torch.Tensor:
-        """Predicted labels (N,)."""
-        return self.logits(x).argmax(1)
-
-    def accuracy(self, x, y) -> float:
-        """Fraction of ``x`` classified as ``y``."""
-        y = torch.as_tensor(y).long().reshape(-1).cpu()
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"x has {x.shape[0]} images but y has {y.shape[0]} labels")
-        return float((self.predict(x) == y).double().mean()) if len(y) else float("nan")
-
-
-def _check_images(x):
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a tensor of images (N, 1, 8, 8), got {type(x).__name__}")
-    if x.dim() == 3 and tuple(x.shape[1:]) == (8, 8):
-        x = x.unsqueeze(1)
-    if x.dim() != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
-        raise ValueError(f"the digits judge takes images of shape (N, 1, 8, 8) in [-1, 1], got {tuple(x.shape)}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"images must be floating point in [-1, 1], got dtype {x.dtype}")
-    return x.detach()
-
-
+# ----------------------------------------------------------------------------- the judge (network in models.judge)
 def _random_shift(x, generator, max_shift=1):
     """Shift each image by up to ``max_shift`` pixels in each direction (padding with the background −1)."""
     n = x.shape[0]
@@ -174,65 +101,27 @@ def _train_judge(epochs, batch_size, lr, seed, augment, verbose):
     return judge
 
 
-def judge_from_state_dict(state_dict) -> DigitsJudge:
-    """A :class:`DigitsJudge` (eval mode, frozen) holding the given weights."""
-    judge = DigitsJudge()
-    judge.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()})
-    judge.eval()
-    for p in judge.parameters():
-        p.requires_grad_(False)
-    return judge
-
-
-def save_judge(judge: DigitsJudge, path) -> Path:
-    """Write the judge's weights as safetensors, with its architecture and test accuracy in the metadata."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    acc = judge.accuracy(*load_digits("test"))
-    sd = {k: v.detach().cpu().contiguous() for k, v in judge.state_dict().items()}
-    save_file(sd, str(path), metadata={"arch": JUDGE_ARCH, "test_accuracy": f"{acc:.6f}",
-                                       "data": "sklearn digits, diffusion_lab.data.load_digits('train')"})
-    return path
-
-
-def load_judge(path) -> DigitsJudge:
-    """Load a judge written by :func:`save_judge`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), framework="pt") as f:
-        arch = (f.metadata() or {}).get("arch", JUDGE_ARCH)
-    if arch != JUDGE_ARCH:
-        raise ValueError(f"{path} holds a {arch!r} judge, this code builds {JUDGE_ARCH!r}")
-    return judge_from_state_dict(load_file(str(path)))
-
-
-def _shipped_judge_path() -> Path:
-    return Path(__file__).resolve().parent / "pretrained" / JUDGE_WEIGHTS_NAME
-
-
 _JUDGE_CACHE: dict = {}
 
 
 def get_judge(path=None, *, verbose: bool = False) -> DigitsJudge:
     """The judge for this process, built once and cached.
 
-    Loaded from ``path`` if given, else from the shipped ``diffusion_lab/pretrained/digits-judge.safetensors``
-    when it exists (set ``DIFFUSION_LAB_RETRAIN_JUDGE=1`` to ignore it), else trained by :func:`train_judge`.
+    Loaded from ``path`` if given, else the shipped ``digits-judge`` through :func:`diffusion_lab.pretrained.load`
+    (which checks the weights' sha256 against the manifest) when the package has it (set
+    ``DIFFUSION_LAB_RETRAIN_JUDGE=1`` to ignore it), else trained by :func:`train_judge`.
     """
+    from . import pretrained
+
     key = str(path) if path is not None else None
     if key in _JUDGE_CACHE:
         return _JUDGE_CACHE[key]
     if path is not None:
         judge = load_judge(path)
+    elif JUDGE_NAME in pretrained.list_pretrained() and os.environ.get("DIFFUSION_LAB_RETRAIN_JUDGE", "") in ("", "0"):
+        judge, _ = pretrained.load(JUDGE_NAME)
     else:
-        shipped = _shipped_judge_path()
-        if shipped.exists() and os.environ.get("DIFFUSION_LAB_RETRAIN_JUDGE", "") in ("", "0"):
-            judge = load_judge(shipped)
-        else:
-            judge = train_judge(verbose=verbose)
+        judge = train_judge(verbose=verbose)
     if verbose:
         report_judge(judge)
     _JUDGE_CACHE[key] = judge

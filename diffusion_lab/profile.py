@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from .errors import UnknownNameError
+
 PROFILES = ("cpu", "gpu")
 ENV_VAR = "DIFFUSION_LAB_PROFILE"
 
@@ -16,7 +18,7 @@ def get_profile() -> str:
     value = os.environ.get(ENV_VAR, "").strip().lower()
     if value:
         if value not in PROFILES:
-            raise ValueError(f"{ENV_VAR} must be one of {PROFILES}, got {value!r}")
+            raise UnknownNameError(f"{ENV_VAR} must be one of {PROFILES}, got {value!r}", given=value, allowed=PROFILES)
         return value
     return "gpu" if torch.cuda.is_available() else "cpu"
 

@@ -14,6 +14,12 @@ Book equations:
 The seed's sampling pseudo-code has 1/√ᾱ_t where eq. (3.7) has 1/√α_t, loops the paper's t from T to 1
 while indexing 0-based arrays, and adds noise at the last step; :func:`p_sample` is the corrected update.
 
+Each public function checks its inputs once (:mod:`diffusion_lab.checks`); the per-step functions
+(:func:`_p_sample_step`, :func:`_ddim_step`) trust them and never read a value back from the device: the
+coefficients come from per-device tables made before the loop, and "is this the last step" is the Python loop
+index, not a tensor. The loops run the network inside :func:`diffusion_lab.checks.trusted`, so its own value
+checks (a host sync each) are skipped too; the labels were checked against its number of classes up front.
+
 All loops run under ``torch.no_grad()`` (classifier guidance opens its own ``enable_grad`` block for its
 gradient); trajectories are sub-sampled and stored on the CPU, so memory stays flat over the steps.
 """
@@ -26,11 +32,14 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import VARIANCES, call_model, p_mean_variance
+from . import checks
+from .diffusion import call_model, check_variance, p_mean_variance
+from .errors import unknown_name
 from .guidance import Guidance, check_labels
-from .schedules import NoiseSchedule, check_timesteps
+from .schedules import NoiseSchedule, check_schedule
 
-__all__ = ["p_sample", "ddpm_sample", "ddim_timesteps", "ddim_step", "ddim_sample", "ddim_invert", "Trajectory"]
+__all__ = ["p_sample", "ddpm_sample", "ddim_timesteps", "ddim_step", "ddim_sample", "ddim_invert", "Trajectory",
+           "SAMPLERS", "sample_batches"]
 
 DEFAULT_TRAJECTORY_FRAMES = 20
 
@@ -63,16 +72,21 @@ class Trajectory:
         return self.steps[k], self.x[k]
 
 
+def _check_every(every, n_steps):
+    if every is None:
+        return max(1, math.ceil(n_steps / DEFAULT_TRAJECTORY_FRAMES))
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+        raise ValueError(f"trajectory_every must be a positive int (keep every k-th step), got {every!r}")
+    return int(every)
+
+
 class _Recorder:
-    """Collects frames every ``every`` sampling steps (plus the first and the last) on the CPU."""
+    """Collects frames every ``every`` sampling steps (plus the first and the last) on the CPU. (Recording copies
+    a frame to the host: the one sync a sampling loop makes, and only when a trajectory is asked for.)"""
 
     def __init__(self, enabled, n_steps, every):
         self.enabled = enabled
-        if every is None:
-            every = max(1, math.ceil(n_steps / DEFAULT_TRAJECTORY_FRAMES))
-        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
-            raise ValueError(f"trajectory_every must be a positive int (keep every k-th step), got {every!r}")
-        self.every, self.steps, self.xs, self.x0s = int(every), [], [], []
+        self.every, self.steps, self.xs, self.x0s = _check_every(every, n_steps), [], [], []
 
     def __call__(self, i, paper_step, x, pred_x0):
         if self.enabled and i % self.every == 0:
@@ -88,17 +102,6 @@ class _Recorder:
         return Trajectory(self.steps, torch.stack(self.xs), torch.stack(self.x0s))
 
 
-def _check_schedule(schedule):
-    if not isinstance(schedule, NoiseSchedule):
-        raise TypeError(
-            f"schedule must be a NoiseSchedule (e.g. diffusion_lab.schedules.linear_schedule()), got {type(schedule).__name__}")
-
-
-def _check_variance(variance):
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES} (σ_t² = β_t or β̃_t), got {variance!r}")
-
-
 def _check_guidance(guidance, y):
     if guidance is None:
         return None
@@ -110,14 +113,6 @@ def _check_guidance(guidance, y):
         raise ValueError(f"{type(guidance).__name__} needs target labels: pass y=<LongTensor of shape (B,)> "
                          "(or an int for the whole batch), or guidance=None for unconditional sampling")
     return guidance
-
-
-def _check_x(x, name="x_t"):
-    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point tensor of shape (B, ...), got "
-                        f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
-    if x.dim() < 2:
-        raise ValueError(f"{name} must have shape (B, ...) with a batch dimension first, got shape {tuple(x.shape)}")
 
 
 def _check_shape(shape, x_T):
@@ -135,6 +130,18 @@ def _check_shape(shape, x_T):
     if x_T is not None and tuple(x_T.shape) != shape:
         raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}; pass shape=None to use x_T's shape")
     return shape
+
+
+def _check_steps(steps, T):
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise TypeError(f"steps must be an int in [1, T] = [1, {T}], got {steps!r}")
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must lie in [1, T] = [1, {T}] (the number of sampling steps), got steps={steps}")
+    return int(steps)
+
+
+def _check_eta(eta):
+    return checks.real_number(eta, "eta", 0.0, 1.0, " (0 = deterministic DDIM, 1 = DDPM-like noise)")
 
 
 def _resolve_device(device, model, x_T):
@@ -162,48 +169,59 @@ def _randn(shape, generator, device, dtype=torch.float32):
 def _start_noise(shape, x_T, generator, device):
     if x_T is None:
         return _randn(shape, generator, device)
-    _check_x(x_T, "x_T")
+    checks.float_batch(x_T, "x_T")
     return x_T.to(device)
 
 
-def _labels(y, batch, device):
-    return None if y is None else check_labels(y, batch).to(device)
+def _labels(y, batch, device, model, guidance):
+    """The boundary check of the labels, once per sampling call, by the rule that will use them."""
+    if y is None:
+        return None
+    check = getattr(guidance, "check_labels", None) if guidance is not None else _PLAIN.check_labels
+    y = check(y, batch, model) if check is not None else check_labels(y, batch)
+    return y.to(device)
+
+
+_PLAIN = Guidance()
 
 
 def _bcast(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(B,) float64 coefficients → (B, 1, …, 1) in x's dtype and device."""
+    """(B,) or (1,) float64 coefficients → (B, 1, …, 1) in x's dtype and device."""
     return values.to(device=x.device, dtype=x.dtype).reshape((-1,) + (1,) * (x.dim() - 1))
 
 
-def _guided_eps(model, x_t, t, y, guidance):
+def _guided_eps(model, x_t, t, y, guidance, t_index=None):
     if guidance is None:
         return call_model(model, x_t, t, y)
+    step_eps = getattr(guidance, "step_eps", None)
+    if t_index is not None and step_eps is not None:
+        return step_eps(model, x_t, t, y, t_index)
     return guidance.eps(model, x_t, t, y)
 
 
 # ----------------------------------------------------------------------------- DDPM
-def _p_sample_step(model, schedule, x_t, t, *, y, noise, variance, guidance, clip_x0, generator):
-    _check_schedule(schedule)
-    _check_x(x_t)
-    _check_variance(variance)
-    guidance = _check_guidance(guidance, y)
-    B = x_t.shape[0]
-    t = check_timesteps(t, schedule.T, batch=B).to(x_t.device)
-    y = _labels(y, B, x_t.device)
-    eps = _guided_eps(model, x_t, t, y, guidance)
+def _p_sample_step(model, schedule, x_t, t, *, t_index, y, noise, variance, guidance, clip_x0, generator,
+                   noise_mask=None):
+    """One step of eq. (6.1) on checked inputs. ``t_index`` is the code step when every item is at the same one
+    (a Python int), else None; ``noise_mask`` (x_t-broadcastable, 1 = noise, 0 = none) is for mixed steps."""
+    # 1. ε̃ = ε_θ(x_t, t[, y]), or the guidance rule's ε (CFG, eq. 8.1)
+    eps = _guided_eps(model, x_t, t, y, guidance, t_index)
+    # 2. x̂_0, μ_θ (3.7) and σ_t² — or μ̃ (3.5) at the clamped x̂_0 with clip_x0 (called inside checks.trusted():
+    #    its checks are then the free ones, types and shapes)
     out = p_mean_variance(model, schedule, x_t, t, variance=variance, clip_x0=clip_x0, eps=eps)
     mean = out["mean"]
+    # 3. classifier guidance shifts the mean, eq. (7.1)
     if guidance is not None:
         mean = guidance.adjust_mean(mean, out["variance"], x_t, t, y)
-    nonzero = t != 0
-    if not bool(nonzero.any()):  # the last step (code index 0, paper step 1) adds no noise
+    # 4. the last step (code index 0, paper step 1) adds no noise: decided from the loop index, not a tensor
+    if t_index == 0:
         return mean, out
+    # 5. x_{t−1} = μ + σ_t z, eq. (6.1)
     if noise is None:
         noise = _randn(x_t.shape, generator, x_t.device, x_t.dtype)
-    elif noise.shape != x_t.shape:
-        raise ValueError(f"noise must have x_t's shape {tuple(x_t.shape)}, got {tuple(noise.shape)}")
-    mask = _bcast(nonzero.double(), x_t)
-    return mean + mask * out["variance"].sqrt() * noise, out
+    if noise_mask is not None:
+        return mean + noise_mask * out["variance"].sqrt() * noise, out
+    return mean + out["variance"].sqrt() * noise, out
 
 
 def p_sample(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, *, y=None, noise=None, variance: str = "beta",
@@ -223,8 +241,22 @@ def p_sample(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, *, y=None, no
     ``guidance`` (see :mod:`diffusion_lab.guidance`) decides how ``y`` is used; without guidance ``y`` goes to
     the model as it is.
     """
-    x_prev, _ = _p_sample_step(model, schedule, x_t, t, y=y, noise=noise, variance=variance, guidance=guidance,
-                               clip_x0=clip_x0, generator=generator)
+    check_schedule(schedule)
+    checks.float_batch(x_t)
+    check_variance(variance)
+    guidance = _check_guidance(guidance, y)
+    clip_x0 = checks.clip_range(clip_x0)
+    B = x_t.shape[0]
+    t = checks.timesteps(t, schedule.T, B, device=x_t.device)
+    if noise is not None:
+        checks.same_shape(noise, x_t, "noise", "x_t")
+    y = _labels(y, B, x_t.device, model, guidance)
+    # The items' steps decide, here at the boundary: one step shared by all, or a per-item noise mask.
+    steps = t.unique().tolist()
+    t_index, mask = (steps[0], None) if len(steps) == 1 else (None, _bcast((t != 0).double(), x_t))
+    with checks.trusted():
+        x_prev, _ = _p_sample_step(model, schedule, x_t, t, t_index=t_index, y=y, noise=noise, variance=variance,
+                                   guidance=guidance, clip_x0=clip_x0, generator=generator, noise_mask=mask)
     return x_prev
 
 
@@ -242,42 +274,28 @@ def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance=None,
     Returns x_0, or ``(x_0, trajectory)`` with ``return_trajectory=True``: a :class:`Trajectory` holding x_T and
     every ``trajectory_every``-th step after it (default: about 20 frames) plus x_0, on the CPU.
     """
-    _check_schedule(schedule)
-    _check_variance(variance)
+    check_schedule(schedule)
+    check_variance(variance)
     guidance = _check_guidance(guidance, y)
+    clip_x0 = checks.clip_range(clip_x0)
     shape = _check_shape(shape, x_T)
     device = _resolve_device(device, model, x_T)
-    T = schedule.T
+    T, B = schedule.T, shape[0]
     rec = _Recorder(return_trajectory, T, trajectory_every)
-    with torch.no_grad():
+    y = _labels(y, B, device, model, guidance)
+    with torch.no_grad(), checks.trusted():
         x = _start_noise(shape, x_T, generator, device)
-        y = _labels(y, shape[0], device)
+        # Algorithm 2: for t = T, …, 1 (code index T−1 … 0)
         for i, idx in enumerate(tqdm(range(T - 1, -1, -1), desc="DDPM sampling", disable=not progress, leave=False)):
-            t = torch.full((shape[0],), idx, dtype=torch.long, device=device)
-            x_new, out = _p_sample_step(model, schedule, x, t, y=y, noise=None, variance=variance, guidance=guidance,
-                                        clip_x0=clip_x0, generator=generator)
+            t = torch.full((B,), idx, dtype=torch.long, device=device)
+            x_new, out = _p_sample_step(model, schedule, x, t, t_index=idx, y=y, noise=None, variance=variance,
+                                        guidance=guidance, clip_x0=clip_x0, generator=generator)
             rec(i, idx + 1, x, out["pred_x0"])
             x = x_new
     return (x, rec.finish(x)) if return_trajectory else x
 
 
 # ----------------------------------------------------------------------------- DDIM
-def _check_steps(steps, T):
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise TypeError(f"steps must be an int in [1, T] = [1, {T}], got {steps!r}")
-    if not 1 <= steps <= T:
-        raise ValueError(f"steps must lie in [1, T] = [1, {T}] (the number of sampling steps), got steps={steps}")
-    return int(steps)
-
-
-def _check_eta(eta):
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not math.isfinite(float(eta)):
-        raise TypeError(f"eta must be a real number in [0, 1], got {eta!r}")
-    if not 0.0 <= float(eta) <= 1.0:
-        raise ValueError(f"eta must lie in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like noise), got eta={eta}")
-    return float(eta)
-
-
 def ddim_timesteps(T: int, steps: int) -> torch.Tensor:
     """The DDIM sub-sequence τ_1 < … < τ_S of code indices: ``steps`` indices evenly spaced over [0, T−1],
     always including T−1 (the start, x_T) and, for steps ≥ 2, 0 (the last model call, at paper step 1).
@@ -296,30 +314,40 @@ def _alpha_bar_ext(schedule):
     return torch.cat([torch.ones(1, dtype=torch.float64), schedule.alpha_bars])
 
 
-def _ddim_step(model, schedule, x_t, t, t_prev, *, eta, y, guidance, noise, clip_x0, generator):
-    B = x_t.shape[0]
-    eps = _guided_eps(model, x_t, t, y, guidance)
+def _ddim_coefficients(schedule, t, t_prev, eta: float) -> dict:
+    """The float64 coefficients of DDIM steps τ = ``t`` → τ' = ``t_prev`` (code indices; −1 means x_0), one per
+    entry of ``t`` (per item of a batch, or per step of a run), all on the CPU:
+
+        ᾱ = ᾱ_τ,  ᾱ' = ᾱ_τ'  (1 before the first step),  σ = η √((1−ᾱ')/(1−ᾱ)) √(1 − ᾱ/ᾱ'),  c = √(1 − ᾱ' − σ²)
+    """
+    ab_ext = _alpha_bar_ext(schedule)
+    a_t = ab_ext[t + 1]                 # ᾱ at τ_i  (not ᾱ_prev: the classic pitfall)
+    a_prev = ab_ext[t_prev + 1]         # ᾱ at τ_{i−1} of the sub-sequence, 1 before the first step
+    sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).clamp(min=0).sqrt()
+    return {"sqrt_one_minus_a_t": (1 - a_t).sqrt(), "sqrt_a_t": a_t.sqrt(), "sqrt_a_prev": a_prev.sqrt(),
+            "dir_coef": (1 - a_prev - sigma ** 2).clamp(min=0).sqrt(), "sigma": sigma}
+
+
+def _ddim_step(model, schedule, x_t, t, coef, *, t_index, add_noise, y, guidance, noise, clip_x0, generator):
+    """One DDIM step on checked inputs: ``coef`` holds the step's coefficients, already on x_t's device and in its
+    dtype, shaped to broadcast; ``add_noise`` (a Python bool) says whether σ > 0 here."""
+    # 1. ε̃ = ε_θ(x_τ, τ) after guidance (CFG eq. 8.1, or classifier guidance eq. 7.2)
+    eps = _guided_eps(model, x_t, t, y, guidance, t_index)
     if guidance is not None:
         eps = guidance.adjust_eps(eps, schedule, x_t, t, y)
-    ab_ext = _alpha_bar_ext(schedule)
-    a_t = ab_ext[t.cpu() + 1]                 # ᾱ at τ_i  (not ᾱ_prev: the classic pitfall)
-    a_prev = ab_ext[t_prev.cpu() + 1]         # ᾱ at τ_{i−1} of the sub-sequence, 1 before the first step
-    pred_x0 = (x_t - _bcast((1 - a_t).sqrt(), x_t) * eps) / _bcast(a_t.sqrt(), x_t)
+    # 2. x̂_0 = (x_τ − √(1−ᾱ_τ) ε̃) / √ᾱ_τ, the "predicted x_0" of DDIM eq. 12
+    pred_x0 = (x_t - coef["sqrt_one_minus_a_t"] * eps) / coef["sqrt_a_t"]
     if clip_x0 is not None:
-        lo, hi = clip_x0
-        if not lo < hi:
-            raise ValueError(f"clip_x0 must be (low, high) with low < high, got {clip_x0}")
-        pred_x0 = pred_x0.clamp(lo, hi)
-        eps = (x_t - _bcast(a_t.sqrt(), x_t) * pred_x0) / _bcast((1 - a_t).sqrt(), x_t)
-    sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).clamp(min=0).sqrt()
-    dir_coef = (1 - a_prev - sigma ** 2).clamp(min=0).sqrt()
-    x_prev = _bcast(a_prev.sqrt(), x_t) * pred_x0 + _bcast(dir_coef, x_t) * eps
-    if eta > 0 and bool((sigma > 0).any()):
+        # 2a. opt-in: clamp x̂_0 to the data range and re-derive ε̃ from it
+        pred_x0 = pred_x0.clamp(*clip_x0)
+        eps = (x_t - coef["sqrt_a_t"] * pred_x0) / coef["sqrt_one_minus_a_t"]
+    # 3. x_τ' = √ᾱ_τ' x̂_0 + √(1 − ᾱ_τ' − σ²) ε̃ ("direction pointing to x_t") …
+    x_prev = coef["sqrt_a_prev"] * pred_x0 + coef["dir_coef"] * eps
+    # 4. … + σ z, only where σ > 0 (η > 0 and not the last step)
+    if add_noise:
         if noise is None:
             noise = _randn(x_t.shape, generator, x_t.device, x_t.dtype)
-        elif noise.shape != x_t.shape:
-            raise ValueError(f"noise must have x_t's shape {tuple(x_t.shape)}, got {tuple(noise.shape)}")
-        x_prev = x_prev + _bcast(sigma, x_t) * noise
+        x_prev = x_prev + coef["sigma"] * noise
     return x_prev, pred_x0
 
 
@@ -333,22 +361,31 @@ def ddim_step(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, t_prev, *, e
     with σ = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev), ᾱ_prev = ᾱ at ``t_prev`` (of the sub-sequence, not
     the schedule's ᾱ_{t−1}). ε̃ is ε_θ after guidance (CFG eq. 8.1 or classifier guidance eq. 7.2).
     """
-    _check_schedule(schedule)
-    _check_x(x_t)
+    check_schedule(schedule)
+    checks.float_batch(x_t)
     eta = _check_eta(eta)
     guidance = _check_guidance(guidance, y)
+    clip_x0 = checks.clip_range(clip_x0)
+    if noise is not None:
+        checks.same_shape(noise, x_t, "noise", "x_t")
     B = x_t.shape[0]
-    t = check_timesteps(t, schedule.T, batch=B)
+    t = checks.timesteps(t, schedule.T, B).cpu()
     if isinstance(t_prev, numbers.Integral) and not isinstance(t_prev, bool):
         t_prev = torch.full((B,), int(t_prev), dtype=torch.long)
     elif not isinstance(t_prev, torch.Tensor):
         raise TypeError(f"t_prev must be an int or a LongTensor of shape (B,), got {type(t_prev).__name__}")
     t_prev = t_prev.long().reshape(-1).expand(B).cpu()
-    if bool((t_prev >= t.cpu()).any()) or bool((t_prev < -1).any()):
+    if bool((t_prev >= t).any()) or bool((t_prev < -1).any()):
         raise ValueError("t_prev must satisfy -1 <= t_prev < t (code indices; -1 means the final x_0)")
-    with torch.no_grad():
-        x_prev, _ = _ddim_step(model, schedule, x_t, t.to(x_t.device), t_prev, eta=eta, y=_labels(y, B, x_t.device),
-                               guidance=guidance, noise=noise, clip_x0=clip_x0, generator=generator)
+    c = _ddim_coefficients(schedule, t, t_prev, eta)
+    add_noise = eta > 0 and bool((c["sigma"] > 0).any())
+    coef = {k: _bcast(v, x_t) for k, v in c.items()}
+    steps = t.unique().tolist()
+    y = _labels(y, B, x_t.device, model, guidance)
+    with torch.no_grad(), checks.trusted():
+        x_prev, _ = _ddim_step(model, schedule, x_t, t.to(x_t.device), coef, t_index=steps[0] if len(steps) == 1
+                               else None, add_noise=add_noise, y=y, guidance=guidance, noise=noise, clip_x0=clip_x0,
+                               generator=generator)
     return x_prev
 
 
@@ -362,25 +399,33 @@ def ddim_sample(model, schedule: NoiseSchedule, shape, *, steps: int = 50, eta: 
     ``eta = 1`` with ``steps = T`` is DDPM with σ_t² = β̃_t. Arguments as in :func:`ddpm_sample`; the
     trajectory's steps are the paper steps τ_i + 1 of the frames kept, then 0.
     """
-    _check_schedule(schedule)
+    check_schedule(schedule)
     steps = _check_steps(steps, schedule.T)
     eta = _check_eta(eta)
     guidance = _check_guidance(guidance, y)
+    clip_x0 = checks.clip_range(clip_x0)
     shape = _check_shape(shape, x_T)
     device = _resolve_device(device, model, x_T)
     taus = ddim_timesteps(schedule.T, steps)
     prevs = torch.cat([torch.tensor([-1]), taus[:-1]])
     rec = _Recorder(return_trajectory, steps, trajectory_every)
     B = shape[0]
-    with torch.no_grad():
+    y = _labels(y, B, device, model, guidance)
+    # Every coefficient of every step, computed once in float64 on the CPU, then moved to the device (one copy)
+    c = _ddim_coefficients(schedule, taus, prevs, eta)
+    add_noise = [eta > 0 and s > 0 for s in c["sigma"].tolist()]
+    tau_list = taus.tolist()
+    with torch.no_grad(), checks.trusted():
         x = _start_noise(shape, x_T, generator, device)
-        y = _labels(y, B, device)
+        tables = {k: v.to(device=device, dtype=x.dtype) for k, v in c.items()}
+        bshape = (1,) + (1,) * (len(shape) - 1)
         for i in tqdm(range(steps - 1, -1, -1), desc="DDIM sampling", disable=not progress, leave=False):
-            t = torch.full((B,), int(taus[i]), dtype=torch.long, device=device)
-            t_prev = torch.full((B,), int(prevs[i]), dtype=torch.long)
-            x_new, pred_x0 = _ddim_step(model, schedule, x, t, t_prev, eta=eta, y=y, guidance=guidance, noise=None,
-                                        clip_x0=clip_x0, generator=generator)
-            rec(steps - 1 - i, int(taus[i]) + 1, x, pred_x0)
+            tau = tau_list[i]
+            t = torch.full((B,), tau, dtype=torch.long, device=device)
+            coef = {k: v[i:i + 1].reshape(bshape) for k, v in tables.items()}
+            x_new, pred_x0 = _ddim_step(model, schedule, x, t, coef, t_index=tau, add_noise=add_noise[i], y=y,
+                                        guidance=guidance, noise=None, clip_x0=clip_x0, generator=generator)
+            rec(steps - 1 - i, tau + 1, x, pred_x0)
             x = x_new
     return (x, rec.finish(x)) if return_trajectory else x
 
@@ -395,27 +440,31 @@ def ddim_invert(model, schedule: NoiseSchedule, x0: torch.Tensor, *, steps: int 
     the sampler uses ε_θ(x_{τ_i}, τ_i), which is not known yet, so the round trip is exact only as the steps
     shrink. Returns x_T, or ``(x_T, trajectory)`` whose frames go from x_0 upward (steps ascending).
     """
-    _check_schedule(schedule)
-    _check_x(x0, "x0")
+    check_schedule(schedule)
+    checks.float_batch(x0, "x0")
     steps = _check_steps(steps, schedule.T)
     guidance = _check_guidance(guidance, y)
+    every = _check_every(trajectory_every, steps)
     B, device = x0.shape[0], x0.device
-    taus = ddim_timesteps(schedule.T, steps)
+    tau_list = ddim_timesteps(schedule.T, steps).tolist()
     ab_ext = _alpha_bar_ext(schedule)
+    # the step's coefficients as Python floats, on the host, before the loop
+    sqrt_ab = ab_ext.sqrt().tolist()
+    sqrt_1m_ab = (1 - ab_ext).sqrt().tolist()
     frames_steps, frames = [0], [x0.detach().to("cpu", copy=True)]
-    every = max(1, math.ceil(steps / DEFAULT_TRAJECTORY_FRAMES)) if trajectory_every is None else int(trajectory_every)
-    with torch.no_grad():
-        y = _labels(y, B, device)
+    y = _labels(y, B, device, model, guidance)
+    with torch.no_grad(), checks.trusted():
         x, prev = x0, -1
         for i in tqdm(range(steps), desc="DDIM inversion", disable=not progress, leave=False):
-            tau = int(taus[i])
+            tau = tau_list[i]
             t = torch.full((B,), tau, dtype=torch.long, device=device)
-            eps = _guided_eps(model, x, t, y, guidance)
+            # 1. ε = ε_θ(x, τ_i) (after guidance), at the target step
+            eps = _guided_eps(model, x, t, y, guidance, tau)
             if guidance is not None:
                 eps = guidance.adjust_eps(eps, schedule, x, t, y)
-            a_cur, a_next = ab_ext[prev + 1], ab_ext[tau + 1]
-            pred_x0 = (x - (1 - a_cur).sqrt().item() * eps) / a_cur.sqrt().item()
-            x = a_next.sqrt().item() * pred_x0 + (1 - a_next).sqrt().item() * eps
+            # 2. x̂_0 from the current step τ_{i−1}, 3. re-noised to τ_i along ε
+            pred_x0 = (x - sqrt_1m_ab[prev + 1] * eps) / sqrt_ab[prev + 1]
+            x = sqrt_ab[tau + 1] * pred_x0 + sqrt_1m_ab[tau + 1] * eps
             prev = tau
             if return_trajectory and ((i + 1) % every == 0 or i == steps - 1):
                 frames_steps.append(tau + 1)
@@ -424,3 +473,32 @@ def ddim_invert(model, schedule: NoiseSchedule, x0: torch.Tensor, *, steps: int 
         return x
     xs = torch.stack(frames)
     return x, Trajectory(frames_steps, xs, xs[:1].expand_as(xs).clone())
+
+
+# ----------------------------------------------------------------------------- many samples
+SAMPLERS = ("ddpm", "ddim")     # the names sample_batches takes: ddpm_sample, ddim_sample
+
+
+def sample_batches(model, schedule: NoiseSchedule, item_shape, *, n: int | None = None, y=None, sampler: str = "ddpm",
+                   batch_size: int = 1000, steps: int = 50, eta: float = 0.0, variance: str = "beta",
+                   device=None, **kwargs) -> torch.Tensor:
+    """``n`` samples (or one per label of ``y``) of shape ``item_shape``, drawn ``batch_size`` at a time with
+    :func:`ddpm_sample` or :func:`ddim_sample` (``sampler``), concatenated on the CPU. One ``generator`` (in
+    ``kwargs``, with ``guidance``, ``clip_x0``, ``progress`` …) serves every batch, so the result depends on the
+    batch size. ``steps`` and ``eta`` are DDIM's, ``variance`` DDPM's."""
+    if sampler not in SAMPLERS:
+        raise unknown_name("sampler", sampler, SAMPLERS)
+    fn = ddpm_sample if sampler == "ddpm" else ddim_sample     # looked up at call time (tests may patch them)
+    if y is not None:
+        y = check_labels(y, y.shape[0] if isinstance(y, torch.Tensor) and y.dim() == 1 else n)
+        n = y.shape[0]
+    n = checks.positive_int(n, "n", " (the number of samples) when y is not given")
+    batch_size = checks.positive_int(batch_size, "batch_size")
+    item_shape = tuple(item_shape)
+    extra = {"variance": variance} if sampler == "ddpm" else {"steps": steps, "eta": eta}
+    out = []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        yb = None if y is None else (y[i:i + b] if device is None else y[i:i + b].to(device))
+        out.append(fn(model, schedule, (b,) + item_shape, y=yb, device=device, **extra, **kwargs).cpu())
+    return torch.cat(out)

@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["NoiseSchedule", "linear_schedule", "cosine_schedule", "get_schedule", "check_timesteps"]
+from . import checks
+from .errors import unknown_name
+
+__all__ = ["NoiseSchedule", "linear_schedule", "cosine_schedule", "get_schedule", "check_timesteps", "check_schedule",
+           "COEFFICIENTS"]
+
+# the names NoiseSchedule.extract gathers; each is a float64 tensor of length T
+COEFFICIENTS = ("betas", "alphas", "alpha_bars", "alpha_bars_prev", "posterior_variance", "sqrt_alpha_bars",
+                "sqrt_one_minus_alpha_bars", "one_minus_alpha_bars", "snr", "posterior_variance_clipped",
+                "posterior_mean_coef_x0", "posterior_mean_coef_xt", "eps_coef", "sqrt_alphas", "log_betas",
+                "log_posterior_variance_clipped")
 
 
 def _check_T(T) -> int:
@@ -26,37 +36,21 @@ def _check_T(T) -> int:
 
 
 def check_timesteps(t, T: int, batch: int | None = None) -> torch.Tensor:
-    """Validate code-index timesteps ``t`` and return them as a LongTensor of shape (B,).
+    """Validate code-index timesteps ``t`` and return them as a LongTensor of shape (B,) (see
+    :func:`diffusion_lab.checks.timesteps`).
 
     ``t`` may be a Python int (broadcast to the batch) or an integer tensor of shape (B,) or ().
     Negative values are rejected rather than wrapped around, as Python indexing would do.
     """
-    if isinstance(t, bool):
-        raise TypeError("t must be an integer timestep or an integer tensor of timesteps, got a bool")
-    if isinstance(t, int):
-        t = torch.tensor([t] * (batch if batch is not None else 1), dtype=torch.long)
-    elif isinstance(t, torch.Tensor):
-        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-            raise TypeError(
-                f"t must hold integer timesteps (torch.long), got dtype {t.dtype}; "
-                "use t.long() if the values are whole numbers, e.g. torch.randint(0, T, (B,))"
-            )
-        if t.dim() == 0:
-            t = t.reshape(1).expand(batch if batch is not None else 1)
-        elif t.dim() != 1:
-            raise ValueError(f"t must be a 1-D tensor of shape (B,), got shape {tuple(t.shape)}")
-        t = t.long()
-    else:
-        raise TypeError(f"t must be an int or an integer torch.Tensor, got {type(t).__name__}")
-    if batch is not None and t.shape[0] != batch:
-        raise ValueError(f"t has {t.shape[0]} timesteps but the batch has {batch} items; pass one t per item (shape (B,))")
-    if t.numel():
-        lo, hi = int(t.min()), int(t.max())
-        if lo < 0 or hi >= T:
-            raise ValueError(
-                f"t must lie in [0, T-1] = [0, {T - 1}] (code index; paper step = t+1), got values in [{lo}, {hi}]"
-            )
-    return t
+    return checks.timesteps(t, T, batch)
+
+
+def check_schedule(schedule) -> "NoiseSchedule":
+    """``schedule`` if it is a :class:`NoiseSchedule`, else a TypeError saying what was given."""
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule (e.g. diffusion_lab.schedules.linear_schedule()), got "
+                        f"{type(schedule).__name__}")
+    return schedule
 
 
 @dataclass(frozen=True)
@@ -97,6 +91,20 @@ class NoiseSchedule:
         for k, v in dict(betas=betas, alphas=alphas, alpha_bars=alpha_bars, alpha_bars_prev=alpha_bars_prev,
                          posterior_variance=post_var).items():
             object.__setattr__(self, k, v)
+        object.__setattr__(self, "_tables", {})   # (name, device) → the coefficient on that device
+
+    def table(self, name: str, device=None) -> torch.Tensor:
+        """The float64 coefficient ``name`` (one of :data:`COEFFICIENTS`) on ``device``, copied there once and
+        kept: the samplers gather from it every step with no host-device transfer."""
+        device = torch.device("cpu") if device is None else torch.device(device)
+        key = (name, device)
+        tab = self._tables.get(key)
+        if tab is None:
+            if name not in COEFFICIENTS:
+                raise unknown_name("schedule coefficient", name, COEFFICIENTS)
+            tab = getattr(self, name).to(device)
+            self._tables[key] = tab
+        return tab
 
     # -- derived quantities -------------------------------------------------------------
     @property
@@ -115,6 +123,29 @@ class NoiseSchedule:
     def snr(self):
         """Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) of q(x_t | x_0)."""
         return self.alpha_bars / (1.0 - self.alpha_bars)
+
+    @property
+    def one_minus_alpha_bars(self):
+        """1 − ᾱ_t, the variance of q(x_t | x_0)."""
+        return 1.0 - self.alpha_bars
+
+    @property
+    def sqrt_alphas(self):
+        """√α_t, the divisor of the mean (3.7)."""
+        return self.alphas.sqrt()
+
+    @property
+    def eps_coef(self):
+        """β_t / √(1 − ᾱ_t), the coefficient of ε in the mean (3.7)."""
+        return self.betas / self.sqrt_one_minus_alpha_bars
+
+    @property
+    def log_betas(self):
+        return self.betas.log()
+
+    @property
+    def log_posterior_variance_clipped(self):
+        return self.posterior_variance_clipped.log()
 
     @property
     def posterior_variance_clipped(self):
@@ -138,14 +169,22 @@ class NoiseSchedule:
         return self.alphas.sqrt() * (1.0 - self.alpha_bars_prev) / (1.0 - self.alpha_bars)
 
     def extract(self, coef, t, x: torch.Tensor) -> torch.Tensor:
-        """Gather ``coef[t]`` (a name or a float64 tensor of length T) and shape it (B, 1, …, 1)
-        to broadcast over ``x``, in ``x``'s dtype and device."""
+        """Gather ``coef[t]`` (a name from :data:`COEFFICIENTS` or a float64 tensor of length T) and shape it
+        (B, 1, …, 1) to broadcast over ``x``, in ``x``'s dtype and device.
+
+        The one helper that gathers a per-timestep coefficient. It trusts ``t`` (an int, or an integer tensor
+        of shape (B,) or (), whose values the caller checked): no host-device sync, so the samplers call it
+        every step. Named coefficients come from a per-device table (:meth:`table`).
+        """
+        if isinstance(t, int):
+            t = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        elif t.dim() == 0:
+            t = t.reshape(1).expand(x.shape[0])
         if isinstance(coef, str):
-            if not hasattr(self, coef):
-                raise ValueError(f"unknown schedule coefficient {coef!r}")
-            coef = getattr(self, coef)
-        t = check_timesteps(t, self.T, batch=x.shape[0])
-        out = coef[t.cpu()]
+            coef = self.table(coef, t.device)
+        else:
+            coef = coef.to(t.device)
+        out = coef[t]
         return out.to(device=x.device, dtype=x.dtype if x.dtype.is_floating_point else torch.float32).reshape(
             (-1,) + (1,) * (x.dim() - 1))
 
@@ -202,5 +241,5 @@ def get_schedule(name: str = "linear", **kwargs) -> NoiseSchedule:
     if name == "custom":
         return NoiseSchedule(torch.tensor(kwargs["betas"], dtype=torch.float64))
     if name not in _SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(_SCHEDULES)}")
+        raise unknown_name("schedule", name, _SCHEDULES)
     return _SCHEDULES[name](**kwargs)

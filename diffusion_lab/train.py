@@ -411,3 +411,12 @@ def train_classifier(classifier: nn.Module, schedule: NoiseSchedule, x: torch.Te
                       seed=seed, log_every=log_every, checkpoint_every=checkpoint_every)
     return _fit(classifier, schedule, (x, y), "classifier", cfg, device=device, checkpoint_path=checkpoint_path,
                 resume=resume, progress=progress, callback=callback)
+
+
+def ema_smoothed(losses, alpha: float = 0.02) -> float:
+    """Exponentially smoothed loss at the end of the history (bias-corrected; alpha = 1/50 steps)."""
+    m, w = 0.0, 0.0
+    for v in losses:
+        m = (1 - alpha) * m + alpha * v
+        w = (1 - alpha) * w + alpha
+    return m / w if w else float("nan")

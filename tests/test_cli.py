@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_lab.__main__ import _ema_smoothed, main
+from diffusion_lab.__main__ import main
+from diffusion_lab.train import ema_smoothed
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"^summary: steps=(\d+) final_loss=([0-9.]+) wall_s=([0-9.]+) img_per_s=([0-9.]+) "
@@ -187,9 +188,16 @@ def test_guidance_interval_bad_input(args, msg, tmp_path, capsys):
 
 
 def test_ema_smoothed_loss():
-    assert _ema_smoothed([2.0] * 10) == pytest.approx(2.0)
-    assert _ema_smoothed([]) != _ema_smoothed([])  # nan
-    assert 1.0 < _ema_smoothed([2.0] * 100 + [1.0] * 10) < 2.0
+    assert ema_smoothed([2.0] * 10) == pytest.approx(2.0)
+    assert ema_smoothed([]) != ema_smoothed([])  # nan
+    assert 1.0 < ema_smoothed([2.0] * 100 + [1.0] * 10) < 2.0
+
+
+@pytest.mark.parametrize("eta", ["-0.1", "1.5", "nan", "x"])
+def test_eta_is_checked(eta, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", "digits-cond", "--sampler", "ddim", "--eta", eta])
+    assert exc.value.code == 2 and "--eta" in capsys.readouterr().err
 
 
 def test_console_script_entry_point_is_main():

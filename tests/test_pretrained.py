@@ -46,7 +46,7 @@ def test_loads_in_eval_mode_with_its_schedule(name, cls, num_classes):
 def test_judge_is_shipped_and_used_by_metrics():
     judge, schedule = pretrained.load("digits-judge")
     assert schedule is None and isinstance(judge, metrics.DigitsJudge) and not judge.training
-    shipped = metrics._shipped_judge_path()
+    shipped = pretrained.pretrained_dir() / metrics.JUDGE_WEIGHTS_NAME
     assert shipped.exists()
     assert file_sha256(shipped) == pretrained.manifest()["models"]["digits-judge"]["sha256"]
     assert judge.accuracy(*load_digits("test")) >= 0.97

@@ -7,7 +7,7 @@ pooling and a linear layer to logits. Trained on q_sample(x_0, t) with uniform t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -54,6 +54,3 @@ class NoisyClassifier(nn.Module):
         h = self.middle_block(h, emb)
         h = F.silu(self.out_norm(h)).mean(dim=(2, 3))
         return self.head(h.float() if h.dtype == torch.float16 else h)
-
-    def to_config(self) -> dict:
-        return asdict(self.config)

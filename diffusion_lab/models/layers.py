@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import checks
+
 __all__ = ["timestep_embedding", "TimestepEmbedding", "ResBlock", "AttentionBlock", "Downsample", "Upsample",
            "zero_module", "group_norm"]
 
@@ -150,35 +152,15 @@ class Upsample(nn.Module):
 
 
 # ----------------------------------------------------------------------------- input checks at the boundary
-def _checks_enabled() -> bool:
-    # Value checks need a host sync and break torch.compile graphs; the compiled graph skips them.
-    return not torch.compiler.is_compiling()
-
-
 def check_timesteps_input(t, batch: int, device) -> torch.Tensor:
     """Validate the step indices given to a network and return a LongTensor of shape (B,) on ``device``.
 
     ``t`` may be an int or an integer tensor of shape (B,) or () (broadcast). Floats, bools and negative
     values are rejected with a message; the networks do not know T, so the upper end is the schedule's job.
+    The value check is skipped inside a sampler's loop (:func:`diffusion_lab.checks.trusted`) and under
+    ``torch.compile``: the caller checked the values once.
     """
-    if isinstance(t, bool):
-        raise TypeError("t must be an integer step index (or a LongTensor of shape (B,)), got a bool")
-    if isinstance(t, int):
-        if t < 0:
-            raise ValueError(f"t must be a non-negative step index (code index 0…T-1), got {t}")
-        return torch.full((batch,), t, dtype=torch.long, device=device)
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"t must be an int or an integer torch.Tensor of shape (B,), got {type(t).__name__}")
-    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-        raise TypeError(f"t must hold integer step indices (torch.long), got dtype {t.dtype}; "
-                        "use t.long() for whole numbers, e.g. torch.randint(0, T, (B,))")
-    if t.dim() == 0:
-        t = t.reshape(1).expand(batch)
-    elif t.dim() != 1 or t.shape[0] != batch:
-        raise ValueError(f"t must have shape (B,) = ({batch},) or be a scalar, got shape {tuple(t.shape)}")
-    if _checks_enabled() and t.numel() and int(t.min()) < 0:
-        raise ValueError(f"t must be a non-negative step index (code index 0…T-1), got min {int(t.min())}")
-    return t.to(device=device, dtype=torch.long)
+    return checks.timesteps(t, None, batch, device=device)
 
 
 def check_labels_input(y, num_classes: int | None, batch: int, device, model_name: str) -> torch.Tensor | None:
@@ -186,7 +168,7 @@ def check_labels_input(y, num_classes: int | None, batch: int, device, model_nam
 
     For a conditional model the label ``num_classes`` is the null label ∅ of classifier-free guidance, and
     ``y=None`` means ∅ for every item. Out-of-range labels are caught here, before ``nn.Embedding`` (on CUDA an
-    out-of-range index is an opaque device-side assert).
+    out-of-range index is an opaque device-side assert), except inside a sampler's checked loop.
     """
     if num_classes is None:
         if y is not None:
@@ -195,19 +177,4 @@ def check_labels_input(y, num_classes: int | None, batch: int, device, model_nam
         return None
     if y is None:
         return torch.full((batch,), num_classes, dtype=torch.long, device=device)
-    if isinstance(y, int) and not isinstance(y, bool):
-        y = torch.full((batch,), y, dtype=torch.long, device=device)
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"y must be a LongTensor of labels of shape (B,), got {type(y).__name__}")
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise TypeError(f"y must hold integer class labels (torch.long), got dtype {y.dtype}")
-    if y.dim() == 0:
-        y = y.reshape(1).expand(batch)
-    if y.dim() != 1 or y.shape[0] != batch:
-        raise ValueError(f"y must have shape (B,) = ({batch},), got shape {tuple(y.shape)}")
-    if _checks_enabled() and y.numel():
-        lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi > num_classes:
-            raise ValueError(f"labels must lie in [0, {num_classes}] (0…{num_classes - 1} are classes, {num_classes} is "
-                             f"the null label ∅), got values in [{lo}, {hi}]")
-    return y.to(device=device, dtype=torch.long)
+    return checks.labels(y, batch, num_classes, allow_null=True, device=device)

@@ -5,7 +5,7 @@ Residual MLP blocks, each receiving SiLU(time embedding [+ label embedding]) —
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -33,8 +33,6 @@ class MLPConfig:
         if self.num_classes is not None and (isinstance(self.num_classes, bool) or int(self.num_classes) <= 0):
             raise ValueError(f"MLPConfig.num_classes must be None or a positive int, got {self.num_classes!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _MLPBlock(nn.Module):
@@ -82,6 +80,3 @@ class MLPDenoiser(nn.Module):
         for block in self.blocks:
             h = block(h, emb)
         return self.output(F.silu(self.out_norm(h)))
-
-    def to_config(self) -> dict:
-        return self.config.to_dict()

@@ -11,7 +11,7 @@ starts at zero, so ε̂ = 0 at initialisation.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -71,8 +71,6 @@ class UNetConfig:
     def downsample_factor(self) -> int:
         return 2 ** (len(self.channel_mults) - 1)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def check_image_input(x_t, cfg, name: str) -> None:
@@ -184,6 +182,3 @@ class UNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, hs.pop()], dim=1), emb)
         return self.out_conv(F.silu(self.out_norm(h)))
-
-    def to_config(self) -> dict:
-        return self.config.to_dict()

@@ -8,7 +8,10 @@ Each model is ``<name>.safetensors`` (the EMA weights only, stored as the model 
 ``<name>.json`` (the checkpoint JSON: model kind and config, schedule, training metadata) + ``<name>.md``
 (a model card: the exact command, steps, batch, wall time, measured metrics, sha256). ``MANIFEST.json`` lists
 every name with its files and the sha256 of its weights; :func:`load` checks that sha256 before reading a byte
-of the tensors, and raises :class:`PretrainedError` for an unknown name, a missing file or a mismatch.
+of the tensors. Errors are :class:`PretrainedError` s (a ``RuntimeError``): an unknown name raises
+:class:`UnknownPretrainedError`, also a ``LookupError``; weights whose sha256 differs from the manifest's raise
+:class:`CorruptPretrainedError`, also a ``ValueError`` naming the file; a missing file raises plain
+:class:`PretrainedError`.
 
 ``digits-judge`` is the clean classifier of :mod:`diffusion_lab.metrics` (``metrics.get_judge()`` loads its file
 from this folder, so the judge is never retrained); ``load("digits-judge")`` returns ``(judge, None)``.
@@ -18,14 +21,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["PretrainedError", "load", "list_pretrained", "info", "pretrained_dir", "manifest", "export",
-           "MANIFEST_NAME"]
+from ..errors import CorruptFileError, UnknownNameError
+
+__all__ = ["PretrainedError", "UnknownPretrainedError", "CorruptPretrainedError", "load", "list_pretrained", "info",
+           "pretrained_dir", "manifest", "export", "MANIFEST_NAME"]
 
 MANIFEST_NAME = "MANIFEST.json"
 
 
 class PretrainedError(RuntimeError):
     """An unknown name, a missing file, or weights whose sha256 differs from the manifest's."""
+
+
+class UnknownPretrainedError(UnknownNameError, PretrainedError):
+    """A name the manifest does not list (a LookupError as well as a PretrainedError)."""
+
+
+class CorruptPretrainedError(CorruptFileError, PretrainedError):
+    """A shipped file whose sha256 differs from the manifest's, or an unreadable manifest (also a ValueError)."""
 
 
 def pretrained_dir() -> Path:
@@ -42,7 +55,7 @@ def manifest() -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise PretrainedError(f"{path} is not valid JSON: {err}") from err
+        raise CorruptPretrainedError(f"{path} is not valid JSON: {err}", path=path) from err
 
 
 def list_pretrained() -> list[str]:
@@ -62,9 +75,12 @@ def info(name: str) -> dict:
 
 
 def _entry(name: str) -> dict:
+    if not isinstance(name, str):
+        raise TypeError(f"a pretrained model's name is a str such as 'digits-cond', got {type(name).__name__}")
     models = manifest()["models"]
     if name not in models:
-        raise PretrainedError(f"unknown pretrained model {name!r}; known names: {', '.join(sorted(models))}")
+        raise UnknownPretrainedError(f"unknown pretrained model {name!r}; known names: {', '.join(sorted(models))}",
+                                     given=name, allowed=sorted(models))
     return models[name]
 
 
@@ -79,9 +95,9 @@ def _verified_files(name: str) -> tuple[Path, Path, dict]:
             raise PretrainedError(f"pretrained model {name!r}: file {p} is missing (a broken install or checkout?)")
     digest = file_sha256(weights)
     if digest != entry["sha256"]:
-        raise PretrainedError(f"pretrained model {name!r}: sha256 mismatch for {weights}: the manifest records "
+        raise CorruptPretrainedError(f"pretrained model {name!r}: sha256 mismatch for {weights}: the manifest records "
                               f"{entry['sha256']}, the file has {digest} (corrupt, truncated or replaced; reinstall "
-                              "the package or restore the file from git)")
+                                     "the package or restore the file from git)", path=weights)
     return weights, config, entry
 
 
@@ -92,7 +108,7 @@ def load(name: str, device="cpu"):
 
     weights, config, entry = _verified_files(name)
     if entry.get("kind") == "judge":
-        from ..metrics import load_judge
+        from ..models.judge import load_judge
 
         return load_judge(weights).to(device).eval(), None
     from ..checkpoint import load_checkpoint
@@ -116,7 +132,7 @@ def export(checkpoint, name: str, *, kind: str = "model", card: str | None = Non
     folder = pretrained_dir()
     if kind == "judge":
         from ..data import load_digits
-        from ..metrics import JUDGE_ARCH, load_judge, save_judge
+        from ..models.judge import JUDGE_ARCH, load_judge, save_judge
 
         judge = load_judge(checkpoint)
         weights = save_judge(judge, folder / f"{name}.safetensors")
@@ -132,11 +148,11 @@ def export(checkpoint, name: str, *, kind: str = "model", card: str | None = Non
         if state.exists() and "final_loss_ema" not in extra:
             from safetensors.torch import load_file
 
-            from ..__main__ import _ema_smoothed
+            from ..train import ema_smoothed
 
             losses = load_file(str(state)).get("losses")
             if losses is not None:
-                extra["final_loss_ema"] = round(_ema_smoothed(losses.tolist()), 5)
+                extra["final_loss_ema"] = round(ema_smoothed(losses.tolist()), 5)
         path = save_checkpoint(folder / name, model, schedule, step=meta["step"],
                                train_config=meta.get("train_config", {}), extra=extra)
         weights = checkpoint_files(path)["weights"]
