@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .schedules import NoiseSchedule
+from .schedules import NoiseSchedule, check_timesteps
 
 __all__ = ["PARAMETERIZATIONS", "velocity", "training_target", "to_eps", "to_x0", "to_v", "convert",
            "eps_mse_weight", "EpsFromPrediction"]
@@ -41,7 +41,9 @@ def _same_shape(a, b, na, nb):
 
 
 def _a_s(schedule, t, x):
-    """(√ᾱ_t, √(1−ᾱ_t)) gathered at code index t, shaped to broadcast over x."""
+    """(√ᾱ_t, √(1−ᾱ_t)) gathered at code index t, shaped to broadcast over x. ``t`` is validated here, at this
+    module's public boundary (``NoiseSchedule.extract`` trusts its input)."""
+    t = check_timesteps(t, schedule.T, batch=x.shape[0])
     return schedule.extract("sqrt_alpha_bars", t, x), schedule.extract("sqrt_one_minus_alpha_bars", t, x)
 
 
