@@ -225,11 +225,18 @@ class ClassifierGuidance(Guidance):
 
     def grad_log_prob(self, x_t: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
         """∇_{x_t} log p_φ(y | x_t), one gradient per item (the items are independent, so the gradient of the
-        sum of log-probabilities is each item's own gradient). Returned detached, in x_t's shape."""
+        sum of log-probabilities is each item's own gradient). Returned detached, in x_t's shape.
+
+        This is the one place the guidance gradient is computed: the sampling hooks (7.1)/(7.2) call it too, so a
+        subclass that overrides it changes the guidance (chapter 7 does, to run the seed's "cross-entropy"
+        literally). Called from a sampler (inside :func:`diffusion_lab.checks.trusted`) it skips the label
+        checks, which were made once before the loop."""
         if y is None:
             raise ValueError("classifier guidance needs target labels y (LongTensor of shape (B,))")
-        y = check_labels(y, x_t.shape[0]).to(x_t.device)
-        return self._grad_log_prob(x_t, t, y, check_range=True)
+        check = checks.value_checks_enabled()
+        if check:
+            y = check_labels(y, x_t.shape[0]).to(x_t.device)
+        return self._grad_log_prob(x_t, t, y, check_range=check)
 
     def _grad_log_prob(self, x_t, t, y, check_range: bool = False):
         B = x_t.shape[0]
@@ -258,14 +265,14 @@ class ClassifierGuidance(Guidance):
         if self.scale == 0.0:
             return mean
         # eq. (7.1): μ̃ = μ + s · σ_t² · ∇ log p_φ(y | x_t)
-        return mean + self.scale * variance * self._grad_log_prob(x_t, t, y)
+        return mean + self.scale * variance * self.grad_log_prob(x_t, t, y)
 
     def adjust_eps(self, eps, schedule, x_t, t, y):
         if self.scale == 0.0:
             return eps
         # eq. (7.2): ε̃ = ε − s · √(1 − ᾱ_t) · ∇ log p_φ(y | x_t)
         sqrt_one_minus_ab = schedule.extract("sqrt_one_minus_alpha_bars", t, x_t)
-        return eps - self.scale * sqrt_one_minus_ab * self._grad_log_prob(x_t, t, y)
+        return eps - self.scale * sqrt_one_minus_ab * self.grad_log_prob(x_t, t, y)
 
     def __repr__(self):
         return f"ClassifierGuidance(classifier={type(self.classifier).__name__}, scale={self.scale:g})"

@@ -252,3 +252,34 @@ def test_base_guidance_is_plain_sampling(sch, mix):
                     progress=False)
     b = ddpm_sample(mix, sch, (3, 2), y=y, generator=torch.Generator().manual_seed(2), progress=False)
     torch.testing.assert_close(a, b)
+
+
+def test_overriding_grad_log_prob_changes_the_guidance():
+    """The sampling hooks (7.1)/(7.2) go through the public ``grad_log_prob``, so a subclass that overrides it takes
+    effect (chapter 7 runs the seed's '+∇ cross-entropy' this way); an override that returns −∇ must flip the shift."""
+    from diffusion_lab.guidance import ClassifierGuidance
+    from diffusion_lab.sampling import ddim_sample, ddpm_sample
+    from diffusion_lab.schedules import linear_schedule
+
+    torch.manual_seed(0)
+    W = torch.randn(3, 2)
+
+    def classifier(x, t):
+        return x.reshape(x.shape[0], -1) @ W.T
+
+    class Flipped(ClassifierGuidance):
+        def grad_log_prob(self, x_t, t, y):
+            return -super().grad_log_prob(x_t, t, y)
+
+    sched = linear_schedule(50)
+    model = lambda x, t, y=None: torch.zeros_like(x)  # noqa: E731
+    y = torch.tensor([0, 1, 2, 0])
+    for sample, kw in ((ddim_sample, dict(steps=10)), (ddpm_sample, {})):
+        base = sample(model, sched, (4, 2), y=y, guidance=None, generator=torch.Generator().manual_seed(1),
+                      progress=False, **kw)
+        plus = sample(model, sched, (4, 2), y=y, guidance=ClassifierGuidance(classifier, 0.5),
+                      generator=torch.Generator().manual_seed(1), progress=False, **kw)
+        minus = sample(model, sched, (4, 2), y=y, guidance=Flipped(classifier, 0.5),
+                       generator=torch.Generator().manual_seed(1), progress=False, **kw)
+        assert (plus - base).abs().max() > 1e-3
+        assert (minus - plus).abs().max() > 1e-3, "the override of grad_log_prob was bypassed"
