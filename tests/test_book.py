@@ -64,8 +64,9 @@ def test_notebook_is_committed_executed_top_to_bottom(nb_path):
     counts = [c["execution_count"] for c in code]
     assert None not in counts, f"{nb_path.name}: run scripts/execute_notebooks.py (unexecuted cells)"
     assert counts == list(range(1, len(code) + 1)), f"{nb_path.name}: not executed top to bottom in one fresh kernel"
-    errors = [o for c in code for o in c.get("outputs", []) if o["output_type"] == "error"]
-    assert not errors, f"{nb_path.name}: cells with errors"
+    errors = [o for c in code if "raises-exception" not in c.get("metadata", {}).get("tags", [])
+              for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors, f"{nb_path.name}: cells with errors (only cells tagged raises-exception may raise)"
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
