@@ -133,8 +133,9 @@ class TrainConfig:
     @classmethod
     def resolve(cls, base: "TrainConfig | None" = None, preset: str | None = None, **overrides) -> "TrainConfig":
         """``base`` (or the named preset's settings, or the defaults) with ``overrides`` applied. An explicit
-        ``ema_decay`` switches a power EMA off and an explicit ``ema_power`` a constant one, so an override of
-        either always wins. Unknown names raise ``TypeError`` listing the fields."""
+        ``ema_decay`` switches a power EMA off (so ``ema_decay=None`` means no EMA at all, as it always has) and a
+        non-None ``ema_power`` a constant one, so an override of either wins. Unknown names raise ``TypeError``
+        listing the fields."""
         unknown = sorted(set(overrides) - set(cls.field_names()))
         if unknown:
             raise TypeError(f"unknown training option(s) {', '.join(unknown)}; TrainConfig's fields are "
@@ -146,7 +147,7 @@ class TrainConfig:
 
             base = cls(**get_preset(preset).train)
         base = base if base is not None else cls()
-        if overrides.get("ema_decay") is not None and "ema_power" not in overrides:
+        if "ema_decay" in overrides and "ema_power" not in overrides:
             overrides["ema_power"] = None
         if overrides.get("ema_power") is not None and "ema_decay" not in overrides:
             overrides["ema_decay"] = None

@@ -265,3 +265,8 @@ def test_classifier_defaults_come_from_one_place():
     r = train_classifier(clf, linear_schedule(100), x[:32], y[:32], steps=1, batch_size=16, device="cpu",
                          progress=False)
     assert all(r.config[k] == v for k, v in CLASSIFIER_DEFAULTS.items()) and r.ema_model is None
+
+
+def test_ema_decay_none_still_means_no_ema_even_over_a_power_preset():
+    cfg = TrainConfig.resolve(TrainConfig(ema_decay=None, ema_power=6.94), ema_decay=None)
+    assert cfg.ema_decay is None and cfg.ema_power is None
