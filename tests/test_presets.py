@@ -1,4 +1,5 @@
 """Named recipes: the preset's settings reach the trainer; flags and keyword arguments override them."""
+import copy
 import json
 
 import pytest
@@ -6,7 +7,8 @@ import torch
 
 from diffusion_lab import presets
 from diffusion_lab.__main__ import main
-from diffusion_lab.train import TrainConfig, WarmupDecay, power_ema_decay, train
+from diffusion_lab.diffusion import loss_simple
+from diffusion_lab.train import TrainConfig, WarmupDecay, _EpochSampler, min_snr_weights, power_ema_decay, train
 
 FAST = "digits-cond-fast"
 
@@ -45,8 +47,20 @@ def test_preset_settings_reach_the_trainer():
     def record(info):
         seen.append((info["lr"], {n: v.detach().clone() for n, v in info["model"].named_parameters()}))
 
+    init = copy.deepcopy(model)
     r = train(model, schedule, (x[:64], y[:64]), preset=FAST, steps=3, batch_size=16, device="cpu", progress=False,
               log_every=1, callback=record)
+    # the first loss is the preset's weighting (min-SNR-γ) of the same draws, label dropout included
+    g = torch.Generator().manual_seed(p.train.get("seed", 0))
+    idx = _EpochSampler(64, p.train.get("seed", 0)).batch(0, 16)
+    t = torch.randint(0, schedule.T, (16,), generator=g)
+    noise = torch.randn(16, 1, 8, 8, generator=g)
+    drop = torch.rand(16, generator=g) < p.train["label_dropout"]
+    labels = torch.where(drop, torch.full_like(y[idx], 10), y[idx])
+    per = loss_simple(init, schedule, x[idx], t, y=labels, noise=noise, reduction="none")
+    assert p.train["loss_weighting"] == "min_snr"
+    w = min_snr_weights(schedule, t, p.train["min_snr_gamma"]).float()
+    assert r.losses[0] == pytest.approx((w * per).mean().item(), rel=1e-4)
     want = {**p.train, "steps": 3, "batch_size": 16, "log_every": 1}
     assert all(r.config[k] == v for k, v in want.items()), (r.config, want)
     ref = WarmupDecay(p.train["warmup"], 3, p.train["lr_schedule"], p.train["min_lr_ratio"])
