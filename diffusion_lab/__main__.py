@@ -76,13 +76,32 @@ def _interval(s: str) -> tuple:
 _ema_value = _checked(float, lambda v: 0.0 <= v < 1.0, "an EMA decay in [0, 1) (0 = no EMA)")
 
 
-def _ema_decay(s: str):
-    v = _ema_value(s)
-    return None if v == 0.0 else v
-
-
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
+
+
+class _TrainFormatter(_Formatter):
+    """``train``'s flags default to None (meaning "the preset's value, else TRAIN_DEFAULTS"): show no None."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+_nonneg_float = _checked(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+
+# ``train``'s values when neither a flag nor a --preset gives one (the flags themselves default to None).
+TRAIN_DEFAULTS = dict(
+    model="unet", base_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,), num_heads=1,
+    num_groups=32, dropout=0.1, hidden_dim=128, num_blocks=3, data="digits", data_root="data", toy_points=8000,
+    conditional=False, label_dropout=None, schedule="linear", T=1000, steps=2000, batch_size=128, lr=5e-4,
+    warmup=200, lr_schedule="constant", min_lr_ratio=0.0, weight_decay=None, grad_clip=1.0, ema_decay=0.999,
+    ema_power=None, loss_weighting="none", min_snr_gamma=5.0, seed=0, device="auto", amp="auto",
+    channels_last=None, compile=False, threads=None, checkpoint_every=1000, log_every=50)
+
+
+def _preset_names():
+    from .presets import list_presets
+    return list_presets()
 
 
 # ----------------------------------------------------------------------------- parser
@@ -95,78 +114,98 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="{train,sample}")
     sub.required = True
 
-    # ---- train
-    t = sub.add_parser("train", formatter_class=_Formatter, help="train a model (DDPM L_simple, or noisy cross-entropy)",
+    # ---- train (every default lives in TRAIN_DEFAULTS, so a --preset's values can sit between it and the flags)
+    t = sub.add_parser("train", formatter_class=_TrainFormatter,
+                       help="train a model (DDPM L_simple, or noisy cross-entropy)",
                        description="Train a denoiser ε_θ on L_simple (DDPM Algorithm 1) or, with "
                                    "--model noisy_classifier, a noise-aware classifier p(y | x_t, t) for classifier "
                                    "guidance. Writes a checkpoint (safetensors + JSON; resumable) to --out and ends "
                                    "with one 'summary:' line: steps, final loss (EMA-smoothed), wall time, img/s, "
-                                   "output path.",
-                       epilog="example: diffusion-lab train --model unet --data digits --conditional "
+                                   "output path. --preset NAME starts from a named recipe (diffusion_lab.presets); "
+                                   "any flag given overrides the preset's value.",
+                       epilog="examples:\n  diffusion-lab train --preset digits-cond-fast --out runs/fast\n"
+                              "  diffusion-lab train --model unet --data digits --conditional "
                               "--label-dropout 0.15 --base-channels 32 --steps 6000 --out runs/digits-cond")
+    t.add_argument("--preset", default=None, help="a named recipe: " + ", ".join(_preset_names()))
     g = t.add_argument_group("model")
-    g.add_argument("--model", choices=MODEL_CHOICES, default="unet",
+    g.add_argument("--model", choices=MODEL_CHOICES,
                    help="network: 'unet' (images), 'mlp' (2-D toys), 'noisy_classifier' (images; for classifier "
                         "guidance, trained on q_sample-noised inputs at uniform t)")
-    g.add_argument("--base-channels", type=_positive_int, default=32,
-                   help="UNet / classifier: channels at the first resolution")
-    g.add_argument("--channel-mults", type=_int_tuple, default=(1, 2),
+    g.add_argument("--base-channels", type=_positive_int, help="UNet / classifier: channels at the first resolution")
+    g.add_argument("--channel-mults", type=_int_tuple,
                    help="UNet / classifier: channel multiplier per resolution, comma-separated (one downsampling "
                         "between levels), e.g. '1,2' for 8x8, '1,2,2' for 28x28/32x32")
-    g.add_argument("--num-res-blocks", type=_positive_int, default=1, help="UNet / classifier: ResBlocks per level")
-    g.add_argument("--attention-resolutions", type=_int_tuple, default=(4,),
+    g.add_argument("--num-res-blocks", type=_positive_int, help="UNet / classifier: ResBlocks per level")
+    g.add_argument("--attention-resolutions", type=_int_tuple,
                    help="UNet / classifier: feature-map sizes with self-attention, comma-separated (4 = the 4x4 map "
                         "of 8x8 digits); pass '' for none")
-    g.add_argument("--num-heads", type=_positive_int, default=1, help="UNet / classifier: attention heads")
-    g.add_argument("--num-groups", type=_positive_int, default=32, help="UNet / classifier: GroupNorm groups")
-    g.add_argument("--dropout", type=_unit_float, default=0.1, help="dropout inside the ResBlocks / MLP blocks")
-    g.add_argument("--hidden-dim", type=_positive_int, default=128, help="MLP: hidden width")
-    g.add_argument("--num-blocks", type=_positive_int, default=3, help="MLP: residual blocks")
+    g.add_argument("--num-heads", type=_positive_int, help="UNet / classifier: attention heads")
+    g.add_argument("--num-groups", type=_positive_int, help="UNet / classifier: GroupNorm groups")
+    g.add_argument("--dropout", type=_unit_float, help="dropout inside the ResBlocks / MLP blocks")
+    g.add_argument("--hidden-dim", type=_positive_int, help="MLP: hidden width")
+    g.add_argument("--num-blocks", type=_positive_int, help="MLP: residual blocks")
 
     g = t.add_argument_group("data")
-    g.add_argument("--data", choices=DATA_CHOICES, default="digits",
+    g.add_argument("--data", choices=DATA_CHOICES,
                    help="'digits' (sklearn 8x8, offline, train split), a 2-D toy, or 'mnist' / 'fashion_mnist' "
                         "(28x28 via torchvision; needs a network the first time)")
-    g.add_argument("--data-root", default="data", help="where MNIST-family files are kept / downloaded")
-    g.add_argument("--toy-points", type=_positive_int, default=8000, help="number of points of a 2-D toy data set")
-    g.add_argument("--conditional", action="store_true",
+    g.add_argument("--data-root", help="where MNIST-family files are kept / downloaded")
+    g.add_argument("--toy-points", type=_positive_int, help="number of points of a 2-D toy data set")
+    g.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
                    help="class-conditional denoiser (label embedding with a null label, for classifier-free "
                         "guidance); the 2-D toys have no labels")
-    g.add_argument("--label-dropout", type=_unit_float, default=None,
+    g.add_argument("--label-dropout", type=_unit_float,
                    help="probability of replacing a label by the null label while training (CFG needs > 0; "
                         "0.1-0.2 is usual). Default: 0.15 with --conditional")
 
     g = t.add_argument_group("diffusion schedule")
-    g.add_argument("--schedule", choices=("linear", "cosine"), default="linear",
+    g.add_argument("--schedule", choices=("linear", "cosine"),
                    help="noise schedule: DDPM's linear β (1e-4 → 0.02) or the cosine ᾱ of improved DDPM")
-    g.add_argument("--T", type=_positive_int, default=1000, help="number of diffusion steps")
+    g.add_argument("--T", type=_positive_int, help="number of diffusion steps")
 
     g = t.add_argument_group("optimisation")
-    g.add_argument("--steps", type=_positive_int, default=2000, help="optimiser steps in total (with --resume: "
+    g.add_argument("--steps", type=_positive_int, help="optimiser steps in total (with --resume: "
                    "the total to reach, not the number to add)")
-    g.add_argument("--batch-size", type=_positive_int, default=128, help="global batch size")
-    g.add_argument("--lr", type=_positive_float, default=5e-4, help="AdamW learning rate")
-    g.add_argument("--warmup", type=_nonneg_int, default=200, help="linear learning-rate warm-up steps")
-    g.add_argument("--weight-decay", type=float, default=None,
+    g.add_argument("--batch-size", type=_positive_int, help="global batch size")
+    g.add_argument("--lr", type=_positive_float, help="AdamW learning rate (peak)")
+    g.add_argument("--warmup", type=_nonneg_int, help="linear learning-rate warm-up steps")
+    g.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"),
+                   help="after the warm-up: constant, or a cosine / linear decay to --min-lr-ratio × lr")
+    g.add_argument("--min-lr-ratio", type=_unit_float, help="final lr / peak lr of a decaying --lr-schedule")
+    g.add_argument("--weight-decay", type=_nonneg_float,
                    help="AdamW weight decay (default: 0 for denoisers, 0.05 for the classifier)")
-    g.add_argument("--grad-clip", type=_finite_float, default=1.0, help="gradient-norm clip (0 = off)")
-    g.add_argument("--ema", type=_ema_decay, default=0.999, dest="ema_decay",
-                   help="EMA decay of the weights (0 = no EMA); the EMA weights are the ones to sample with")
-    g.add_argument("--seed", type=int, default=0, help="seed of every random draw (data order, t, ε, dropout)")
+    g.add_argument("--grad-clip", type=_nonneg_float, help="gradient-norm clip (0 = off)")
+    g.add_argument("--ema", type=_ema_value, dest="ema_decay",
+                   help="constant EMA decay of the weights (0 = no EMA); the EMA weights are the ones to sample with")
+    g.add_argument("--ema-power", type=_nonneg_float,
+                   help="power-function EMA with exponent γ instead: decay (1 - 1/t)^(γ+1) after step t (Karras "
+                        "et al. 2024; 6.94 ≈ σ_rel 0.10)")
+    g.add_argument("--loss-weighting", choices=("none", "min_snr"),
+                   help="per-timestep loss weight: none (L_simple) or min-SNR-γ, min(SNR_t, γ)/SNR_t")
+    g.add_argument("--min-snr-gamma", type=_positive_float, help="γ of --loss-weighting min_snr")
+    g.add_argument("--seed", type=int, help="seed of every random draw (weights, data order, t, ε, dropout)")
 
     g = t.add_argument_group("hardware and output")
-    g.add_argument("--device", default="auto", help="'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', …")
-    g.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+    g.add_argument("--device", help="'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', …")
+    g.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"),
                    help="mixed precision: 'auto' = bf16 on CUDA where supported, none on the CPU")
-    g.add_argument("--compile", action="store_true", help="torch.compile the network (GPU runs; slow to start)")
-    g.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch CPU threads (default: min(2, cores) — more rarely helps on small models)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on CUDA only)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the network (GPU runs; slow to start)")
+    g.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: min(2, cores) — more rarely "
+                   "helps on small models; 1 is faster when other jobs share the cores)")
     g.add_argument("--out", required=True,
                    help="checkpoint path (writes <out>.safetensors, <out>.state.safetensors and <out>.json)")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out (exactly)")
-    g.add_argument("--checkpoint-every", type=_positive_int, default=1000, help="save a checkpoint every N steps")
-    g.add_argument("--log-every", type=_positive_int, default=50, help="progress-bar loss window (steps)")
+    g.add_argument("--checkpoint-every", type=_positive_int, help="save a checkpoint every N steps")
+    g.add_argument("--log-every", type=_positive_int, help="progress-bar loss window (steps)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (the summary line is still printed)")
+    for action in t._actions:
+        if action.dest in TRAIN_DEFAULTS and TRAIN_DEFAULTS[action.dest] is not None:
+            v = TRAIN_DEFAULTS[action.dest]
+            shown = ",".join(map(str, v)) if isinstance(v, tuple) else v
+            action.help += f" (default: {shown}, or the preset's)"
 
     # ---- sample
     s = sub.add_parser("sample", formatter_class=_Formatter, help="sample a checkpoint or a shipped model",
@@ -247,13 +286,43 @@ def _build_model(args, x, num_classes):
         raise CLIError(f"bad model size: {err}") from None
 
 
+def _resolve_train_args(args) -> None:
+    """Give every ``train`` option its value, in place: the flag if given, else the --preset's, else
+    TRAIN_DEFAULTS. An explicit --ema switches off a preset's power EMA, and --ema-power a constant one."""
+    given = {k for k in TRAIN_DEFAULTS if getattr(args, k, None) is not None}
+    values = dict(TRAIN_DEFAULTS)
+    if args.preset is not None:
+        from .presets import UnknownPresetError, get_preset
+
+        try:
+            p = get_preset(args.preset)
+        except UnknownPresetError as err:
+            raise CLIError(f"--preset: {err}") from None
+        model = dict(p.model)
+        values.update({k: v for k, v in model.items() if k in values}, model=model["kind"], data=p.data,
+                      schedule=p.schedule["name"], T=p.schedule.get("T", values["T"]),
+                      conditional=model.get("num_classes") is not None, **p.train)
+    values.update({k: getattr(args, k) for k in given})
+    if "ema_decay" in given and "ema_power" not in given:
+        values["ema_power"] = None
+    if "ema_power" in given and "ema_decay" not in given:
+        values["ema_decay"] = None
+    if values["ema_decay"] == 0.0:
+        values["ema_decay"] = None
+    if not values["conditional"] and "label_dropout" not in given:
+        values["label_dropout"] = None
+    for k, v in values.items():
+        setattr(args, k, v)
+
+
 def cmd_train(args, parser) -> int:
     import torch
 
     from .checkpoint import checkpoint_files, read_checkpoint_json, record_run
     from .schedules import get_schedule
-    from .train import ema_smoothed, train, train_classifier
+    from .train import TrainConfig, ema_smoothed, train, train_classifier
 
+    _resolve_train_args(args)
     if args.label_dropout is not None and args.label_dropout > 0 and not args.conditional:
         raise CLIError("--label-dropout needs --conditional (an unconditional model has no labels to drop)")
     if args.model == "noisy_classifier" and args.conditional:
@@ -263,6 +332,14 @@ def cmd_train(args, parser) -> int:
     if args.conditional and args.data in TOY_DATA:
         raise CLIError(f"--conditional needs labels; the 2-D toy --data {args.data} has none")
     label_dropout = (0.15 if args.label_dropout is None else args.label_dropout) if args.conditional else 0.0
+    classifier = args.model == "noisy_classifier"
+    opts = {k: getattr(args, k) for k in TrainConfig.field_names() if hasattr(args, k)}
+    opts.update(label_dropout=label_dropout, grad_clip=args.grad_clip or None,
+                weight_decay=args.weight_decay if args.weight_decay is not None else (0.05 if classifier else 0.0))
+    try:
+        config = TrainConfig(**opts)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     _set_threads(args.threads)
 
     x, y, num_classes = load_data(args.data, args.data_root, args.toy_points, args.seed)
@@ -278,18 +355,13 @@ def cmd_train(args, parser) -> int:
         print(f"{args.model} ({n_params:,} parameters) on {args.data} {tuple(x.shape)}, {args.schedule} schedule "
               f"T={args.T}, {args.steps} steps x batch {args.batch_size}", file=sys.stderr)
 
-    common = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-                  grad_clip=args.grad_clip if args.grad_clip > 0 else None, ema_decay=args.ema_decay,
-                  device=args.device, amp=args.amp, compile=args.compile, seed=args.seed, log_every=args.log_every,
-                  checkpoint_path=out, checkpoint_every=args.checkpoint_every, resume=args.resume,
+    common = dict(config=config, device=args.device, checkpoint_path=out, resume=args.resume,
                   progress=not args.no_progress)
-    if args.weight_decay is not None:
-        common["weight_decay"] = args.weight_decay
     t0 = time.perf_counter()
-    if args.model == "noisy_classifier":
+    if classifier:
         res = train_classifier(model, schedule, x, y, **common)
     else:
-        res = train(model, schedule, (x, y) if y is not None else x, label_dropout=label_dropout, **common)
+        res = train(model, schedule, (x, y) if y is not None else x, **common)
     wall = time.perf_counter() - t0
 
     # Record how the run was made in the checkpoint's JSON (the tensor files and their sha256 are untouched).
@@ -301,7 +373,7 @@ def cmd_train(args, parser) -> int:
         "device": res.device, "amp": res.amp, "threads": torch.get_num_threads(), "torch": torch.__version__}
     loss = ema_smoothed(res.losses)
     record_run(out, run, previous_runs=prev_runs, data=args.data, num_params=n_params, label_dropout=label_dropout,
-               final_loss_ema=round(loss, 5))
+               preset=args.preset, final_loss_ema=round(loss, 5))
     print(f"summary: steps={res.steps} final_loss={loss:.5f} wall_s={wall:.1f} img_per_s={res.samples_per_s:.1f} "
           f"device={res.device} out={ckpt}")
     return 0

@@ -10,6 +10,15 @@ appendix B: EMA decay 0.9999). For a class-conditional model each label is repla
 probability ``label_dropout`` (classifier-free guidance, Ho & Salimans 2022 §3.2). :func:`train_classifier`
 runs the same loop with cross-entropy on noisy inputs (Dhariwal & Nichol 2021 §4).
 
+Every option is a field of :class:`TrainConfig`, the one definition: :func:`train` and :func:`train_classifier`
+take its fields as keyword arguments (or a whole ``config``, or a named ``preset`` of
+:mod:`diffusion_lab.presets`), and the CLI builds one from its flags. Levers for short runs (issue #11, "time to
+quality"): a decaying LR after the warm-up (``lr_schedule="cosine"``/``"linear"``, :class:`WarmupDecay`), the
+power-function EMA of Karras et al. 2024 (``ema_power``, :func:`power_ema_decay`) whose average forgets the random
+initial weights at any run length, and min-SNR-γ loss weighting (``loss_weighting="min_snr"``,
+:func:`min_snr_weights`). The loop reads in four parts: :func:`_setup`, :func:`_step` (one optimiser step),
+:class:`_LossLog` (losses to the host, progress bar, callback) and :func:`_save` (checkpoints).
+
 Determinism: a minibatch is a slice of a per-epoch permutation that depends only on ``seed`` and the epoch;
 t, ε and the label-dropout mask come from one seeded ``torch.Generator`` on the CPU, whose state (and the global
 RNG's, which drives dropout; :func:`train` seeds it with ``seed``) is saved in checkpoints, so a resumed run
@@ -18,8 +27,8 @@ the *global* batch; under ``torchrun`` each rank trains on its slice, so N proce
 (``batch_size`` is global and must be divisible by the world size; only rank 0 logs and writes checkpoints).
 
 Devices: ``device="auto"`` picks cuda > mps > cpu. On CUDA the loop uses bf16 autocast where supported (else fp16
-with a ``GradScaler``) and channels_last; on the CPU it runs in float32, NCHW (channels_last measured no faster
-there for the digits UNet). ``compile=True`` wraps the network in ``torch.compile`` (worth it on GPUs for long
+with a ``GradScaler``) and channels_last; on the CPU it runs in float32, NCHW unless asked: ``amp="bf16"`` trains
+the digits UNet ~1.2x faster per CPU-second there, ``channels_last=True`` ~0.8x (benchmarks/RESULTS.md). ``compile=True`` wraps the network in ``torch.compile`` (worth it on GPUs for long
 runs; on a 2-core CPU compiling takes minutes).
 """
 from __future__ import annotations
@@ -43,26 +52,46 @@ from .diffusion import loss_simple, q_sample
 from .schedules import NoiseSchedule
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "train", "train_classifier", "default_device",
-           "resolve_amp", "LinearWarmup"]
+           "resolve_amp", "LinearWarmup", "WarmupDecay", "lr_multiplier", "power_ema_decay", "PowerEMA",
+           "min_snr_weights", "ema_model_for", "CLASSIFIER_DEFAULTS"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step."""
 
 
+LR_SCHEDULES = ("constant", "cosine", "linear")
+LOSS_WEIGHTINGS = ("none", "min_snr")
+
+
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of :func:`train` (stored in checkpoints). ``batch_size`` is the global batch."""
+    """Hyper-parameters of :func:`train` (stored in checkpoints): the one definition of every training option.
+
+    ``batch_size`` is the global batch. The learning rate warms up linearly over ``warmup`` steps, then stays
+    constant (``lr_schedule="constant"``) or decays to ``min_lr_ratio × lr`` by a half cosine or a straight line
+    (:class:`WarmupDecay`). The EMA of the weights has a constant decay ``ema_decay`` or, with ``ema_power`` = γ,
+    the power-function profile β_t = (1 − 1/t)^(γ+1) of Karras et al. 2024 (:func:`power_ema_decay`); give one of
+    the two (``None`` for the other; both ``None``: no EMA). ``loss_weighting="min_snr"`` weights each example's
+    squared error by min(SNR_t, γ)/SNR_t (min-SNR-γ, Hang et al. 2023; :func:`min_snr_weights`).
+    ``channels_last=None`` means "on CUDA only".
+    """
 
     steps: int = 1000
     batch_size: int = 128
     lr: float = 2e-4
     warmup: int = 100
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     ema_decay: float | None = 0.999
+    ema_power: float | None = None
+    loss_weighting: str = "none"
+    min_snr_gamma: float = 5.0
     label_dropout: float = 0.0
     amp: str | bool | None = "auto"
+    channels_last: bool | None = None
     compile: bool = False
     seed: int = 0
     log_every: int = 50
@@ -77,12 +106,52 @@ class TrainConfig:
             raise ValueError(f"warmup must be a non-negative int, got {self.warmup!r}")
         if not (self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.label_dropout <= 1.0:
             raise ValueError(f"label_dropout must lie in [0, 1], got {self.label_dropout}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {self.ema_decay}")
+        if self.ema_power is not None and not self.ema_power >= 0:
+            raise ValueError(f"ema_power must be >= 0 or None, got {self.ema_power}")
+        if self.ema_decay is not None and self.ema_power is not None:
+            raise ValueError(f"give ema_decay (constant EMA) or ema_power (power-function EMA), not both; got "
+                             f"ema_decay={self.ema_decay}, ema_power={self.ema_power}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        if not self.min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+
+    @classmethod
+    def field_names(cls) -> tuple:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def resolve(cls, base: "TrainConfig | None" = None, preset: str | None = None, **overrides) -> "TrainConfig":
+        """``base`` (or the named preset's settings, or the defaults) with ``overrides`` applied. An explicit
+        ``ema_decay`` switches a power EMA off (so ``ema_decay=None`` means no EMA at all, as it always has) and a
+        non-None ``ema_power`` a constant one, so an override of either wins. Unknown names raise ``TypeError``
+        listing the fields."""
+        unknown = sorted(set(overrides) - set(cls.field_names()))
+        if unknown:
+            raise TypeError(f"unknown training option(s) {', '.join(unknown)}; TrainConfig's fields are "
+                            f"{', '.join(cls.field_names())}")
+        if base is not None and preset is not None:
+            raise ValueError("give a TrainConfig or a preset name, not both")
+        if preset is not None:
+            from .presets import get_preset
+
+            base = cls(**get_preset(preset).train)
+        base = base if base is not None else cls()
+        if "ema_decay" in overrides and "ema_power" not in overrides:
+            overrides["ema_power"] = None
+        if overrides.get("ema_power") is not None and "ema_decay" not in overrides:
+            overrides["ema_decay"] = None
+        return dataclasses.replace(base, **overrides)
 
 
 @dataclass
@@ -115,6 +184,73 @@ class LinearWarmup:
 
     def __call__(self, step: int) -> float:
         return 1.0 if self.warmup <= 0 else min(1.0, (step + 1) / self.warmup)
+
+
+class WarmupDecay(LinearWarmup):
+    """LR multiplier for ``LambdaLR`` at optimiser step ``step`` (0-based): the linear warm-up of
+    :class:`LinearWarmup`, then, with p = (step − warmup)/(steps − warmup) ∈ [0, 1), a decay to ``min_ratio``:
+
+        cosine:  min_ratio + (1 − min_ratio) · ½ (1 + cos π p)        linear:  1 − (1 − min_ratio) · p
+    """
+
+    def __init__(self, warmup: int, steps: int, kind: str = "cosine", min_ratio: float = 0.0):
+        super().__init__(warmup)
+        if kind not in ("cosine", "linear"):
+            raise ValueError(f"kind must be 'cosine' or 'linear', got {kind!r}")
+        self.steps, self.kind, self.min_ratio = int(steps), kind, float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return super().__call__(step)
+        p = (step - self.warmup) / max(1, self.steps - self.warmup)
+        if self.kind == "cosine":
+            return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+        return 1.0 - (1.0 - self.min_ratio) * p
+
+
+def lr_multiplier(cfg: TrainConfig) -> LinearWarmup:
+    """The ``LambdaLR`` multiplier that ``cfg.lr_schedule`` names."""
+    if cfg.lr_schedule == "constant":
+        return LinearWarmup(cfg.warmup)
+    return WarmupDecay(cfg.warmup, cfg.steps, cfg.lr_schedule, cfg.min_lr_ratio)
+
+
+def power_ema_decay(t, gamma: float):
+    """Decay of the power-function EMA after optimiser step ``t`` ≥ 1 (Karras et al. 2024, eq. 3):
+    β_t = (1 − 1/t)^(γ+1). Its average weighs the weights of step τ ∝ τ^γ, so early (random) weights fade at
+    any run length: β_1 = 0 (a copy), then the decay rises toward 1 as training goes on."""
+    return (1.0 - 1.0 / t) ** (gamma + 1.0)
+
+
+class PowerEMA:
+    """``multi_avg_fn`` for ``AveragedModel``: ema ← β_t·ema + (1 − β_t)·θ with β_t = :func:`power_ema_decay`;
+    ``num_averaged`` counts the updates before this one, so this is update t = num_averaged + 1."""
+
+    def __init__(self, gamma: float):
+        self.gamma = float(gamma)
+
+    @torch.no_grad()
+    def __call__(self, ema_params, params, num_averaged):
+        beta = power_ema_decay(float(num_averaged) + 1.0, self.gamma)
+        torch._foreach_lerp_(list(ema_params), list(params), 1.0 - beta)
+
+
+def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """Per-example loss weights of min-SNR-γ for ε-prediction (Hang et al. 2023): min(SNR_t, γ) / SNR_t with
+    SNR_t = ᾱ_t / (1 − ᾱ_t) — the low-noise steps, whose ε is hardest to read and matters least, count less.
+    float64 from the schedule's tables, shape (B,)."""
+    ab = schedule.alpha_bars[t.cpu()]
+    snr = ab / (1.0 - ab)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def ema_model_for(net: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
+    """The EMA of ``net`` that ``cfg`` asks for (constant decay, power function, or none)."""
+    if cfg.ema_power is not None:
+        return AveragedModel(net, multi_avg_fn=PowerEMA(cfg.ema_power), use_buffers=True)
+    if cfg.ema_decay is not None:
+        return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    return None
 
 
 # ----------------------------------------------------------------------------- devices, precision, processes
@@ -216,9 +352,44 @@ class _EpochSampler:
         return out
 
 
-# ----------------------------------------------------------------------------- the loop
-def _fit(model: nn.Module, schedule: NoiseSchedule, data, objective: str, cfg: TrainConfig, *, device, checkpoint_path,
-         resume: bool, progress: bool, callback: Callable | None) -> TrainResult:
+# ----------------------------------------------------------------------------- the loop, in four parts
+@dataclass
+class _Run:
+    """Everything :func:`_setup` builds for one training run."""
+
+    cfg: TrainConfig
+    objective: str
+    schedule: NoiseSchedule
+    net: nn.Module
+    fwd: nn.Module                     # what is called: the net, or its DDP / compiled wrapper
+    x: torch.Tensor
+    y: torch.Tensor | None
+    num_classes: int | None
+    dev: torch.device
+    rank: int
+    world: int
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    gen: torch.Generator
+    sampler: _EpochSampler
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    lr_sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    start: int
+    losses: list
+
+    @property
+    def local_bs(self) -> int:
+        return self.cfg.batch_size // self.world
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def _check_data(model, schedule, data, objective, cfg):
+    """Validate the inputs once; return (net, x, y, num_classes)."""
     if not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
     x, y = _unpack(data)
@@ -235,14 +406,20 @@ def _fit(model: nn.Module, schedule: NoiseSchedule, data, objective: str, cfg: T
         raise ValueError(f"{type(net).__name__} is class-conditional (num_classes={num_classes}); pass data=(x, y)")
     if cfg.label_dropout > 0 and (objective != "eps" or num_classes is None):
         raise ValueError("label_dropout needs a class-conditional denoiser (num_classes set)")
+    if cfg.loss_weighting != "none" and objective != "eps":
+        raise ValueError(f"loss_weighting={cfg.loss_weighting!r} applies to denoisers, not to classifiers")
+    return net, x, y, num_classes
 
+
+def _setup(model, schedule, data, objective, cfg: TrainConfig, device, checkpoint_path, resume) -> _Run:
+    """1. Setup: devices and processes, seeded generators, EMA, optimiser, LR schedule; resume if asked."""
+    net, x, y, num_classes = _check_data(model, schedule, data, objective, cfg)
     rank, world, dist_device = _distributed(device)
     dev = dist_device or (default_device() if device in ("auto", None) else torch.device(device))
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} (global) must be divisible by the {world} processes")
-    local_bs = cfg.batch_size // world
     amp_dtype = resolve_amp(cfg.amp, dev)
-    channels_last = dev.type == "cuda" and x.dim() == 4
+    channels_last = (dev.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)) and x.dim() == 4
 
     net.to(dev)
     if channels_last:
@@ -253,11 +430,9 @@ def _fit(model: nn.Module, schedule: NoiseSchedule, data, objective: str, cfg: T
 
     torch.manual_seed(cfg.seed + rank)          # dropout masks
     gen = torch.Generator().manual_seed(cfg.seed)  # t, ε, label dropout: the same on every rank
-    sampler = _EpochSampler(x.shape[0], cfg.seed)
-    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) \
-        if cfg.ema_decay is not None else None
+    ema = ema_model_for(net, cfg)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, LinearWarmup(cfg.warmup))
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg))
     scaler = torch.amp.GradScaler(dev.type) if amp_dtype == torch.float16 and dev.type == "cuda" else None
 
     start, losses = 0, []
@@ -272,143 +447,194 @@ def _fit(model: nn.Module, schedule: NoiseSchedule, data, objective: str, cfg: T
         if world > 1 else net
     if cfg.compile:
         fwd = torch.compile(fwd)
+    return _Run(cfg, objective, schedule, net, fwd, x, y, num_classes, dev, rank, world, amp_dtype, channels_last,
+                gen, _EpochSampler(x.shape[0], cfg.seed), ema, optimizer, lr_sched, scaler, start, losses)
 
-    def objective_loss(x0, t, noise, labels):
-        if objective == "eps":
-            return loss_simple(fwd, schedule, x0, t, y=labels, noise=noise)
-        return F.cross_entropy(fwd(q_sample(schedule, x0, t, noise), t).float(), labels)
 
-    from tqdm.auto import tqdm
+def _batch(run: _Run, step: int):
+    """The minibatch of ``step`` for this rank: (x0, t, noise, labels), drawn for the global batch."""
+    cfg, bs = run.cfg, run.cfg.batch_size
+    idx = run.sampler.batch(step, bs)
+    t = torch.randint(0, run.schedule.T, (bs,), generator=run.gen)
+    noise = torch.randn((bs,) + tuple(run.x.shape[1:]), generator=run.gen)
+    drop = torch.rand(bs, generator=run.gen) < cfg.label_dropout if cfg.label_dropout > 0 else None
+    sl = slice(run.rank * run.local_bs, (run.rank + 1) * run.local_bs)
+    x0 = run.x[idx[sl].to(run.dev)]
+    labels = None
+    if run.y is not None:
+        labels = run.y[idx[sl].to(run.dev)]
+        if drop is not None:
+            labels = torch.where(drop[sl].to(run.dev), torch.full_like(labels, run.num_classes), labels)
+    t_b, noise_b = t[sl].to(run.dev), noise[sl].to(run.dev)
+    if run.channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+        noise_b = noise_b.contiguous(memory_format=torch.channels_last)
+    return x0, t_b, noise_b, labels
 
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
-    pending: list[torch.Tensor] = []
-    flush_every = 1 if dev.type == "cpu" else cfg.log_every
-    ckpt_out = None
 
-    def flush(step_done: int):
-        if not pending:
+def _loss(run: _Run, x0, t, noise, labels) -> torch.Tensor:
+    """The objective: L_simple (eq. 4.9), min-SNR-weighted if asked, or the noisy classifier's cross-entropy."""
+    if run.objective == "classifier":
+        return F.cross_entropy(run.fwd(q_sample(run.schedule, x0, t, noise), t).float(), labels)
+    if run.cfg.loss_weighting == "min_snr":
+        per_item = loss_simple(run.fwd, run.schedule, x0, t, y=labels, noise=noise, reduction="none")
+        w = min_snr_weights(run.schedule, t, run.cfg.min_snr_gamma).to(per_item.device, per_item.dtype)
+        return (w * per_item).mean()
+    return loss_simple(run.fwd, run.schedule, x0, t, y=labels, noise=noise)
+
+
+def _step(run: _Run, step: int) -> torch.Tensor:
+    """2. One step: forward under autocast, backward, clip, optimiser and LR step, EMA update.
+    Returns the detached loss (averaged over processes)."""
+    x0, t, noise, labels = _batch(run, step)
+    with torch.autocast(run.dev.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+        loss = _loss(run, x0, t, noise, labels)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+    else:
+        loss.backward()
+    if run.cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(run.net.parameters(), run.cfg.grad_clip)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.lr_sched.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.net)
+
+    loss = loss.detach()
+    if run.world > 1:
+        dist.all_reduce(loss, op=dist.ReduceOp.AVG if dist.get_backend() == "nccl" else dist.ReduceOp.SUM)
+        if dist.get_backend() != "nccl":
+            loss = loss / run.world
+    return loss
+
+
+class _LossLog:
+    """3. Logging: collects the per-step loss tensors and moves them to the host in batches (every step on the
+    CPU, every ``log_every`` steps elsewhere, so a GPU is not synchronised each step); raises
+    :class:`NonFiniteLossError` naming the first bad step; feeds the progress bar and the callback."""
+
+    def __init__(self, run: _Run, progress: bool, callback):
+        self.run, self.callback, self.pending = run, callback, []
+        self.flush_every = 1 if run.dev.type == "cpu" else run.cfg.log_every
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=run.cfg.steps, initial=run.start, disable=not progress or run.rank != 0, desc="train",
+                        dynamic_ncols=True)
+
+    def flush(self, step_done: int):
+        if not self.pending:
             return
-        vals = torch.stack(pending).float().cpu().tolist()
-        pending.clear()
+        vals = torch.stack(self.pending).float().cpu().tolist()
+        self.pending.clear()
         first = step_done - len(vals) + 1
         for i, v in enumerate(vals):
             if not math.isfinite(v):
-                bar.close()
+                self.bar.close()
                 raise NonFiniteLossError(
-                    f"loss became {v} at step {first + i} (of {cfg.steps}); lower lr (now {cfg.lr}), check the data "
-                    "range ([-1, 1]) and the inputs, or keep grad_clip on")
-        losses.extend(vals)
+                    f"loss became {v} at step {first + i} (of {self.run.cfg.steps}); lower lr (now {self.run.cfg.lr}), "
+                    "check the data range ([-1, 1]) and the inputs, or keep grad_clip on")
+        self.run.losses.extend(vals)
 
-    t0 = time.perf_counter()
-    for step in range(start, cfg.steps):
-        idx = sampler.batch(step, cfg.batch_size)
-        t = torch.randint(0, schedule.T, (cfg.batch_size,), generator=gen)
-        noise = torch.randn((cfg.batch_size,) + tuple(x.shape[1:]), generator=gen)
-        drop = torch.rand(cfg.batch_size, generator=gen) < cfg.label_dropout if cfg.label_dropout > 0 else None
-        sl = slice(rank * local_bs, (rank + 1) * local_bs)
-        x0 = x[idx[sl].to(dev)]
-        labels = None
-        if y is not None:
-            labels = y[idx[sl].to(dev)]
-            if drop is not None:
-                labels = torch.where(drop[sl].to(dev), torch.full_like(labels, num_classes), labels)
-        t_b, noise_b = t[sl].to(dev), noise[sl].to(dev)
-        if channels_last:
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-            noise_b = noise_b.contiguous(memory_format=torch.channels_last)
-
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = objective_loss(x0, t_b, noise_b, labels)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        lr_sched.step()
-        if ema is not None:
-            ema.update_parameters(net)
-
-        loss = loss.detach()
-        if world > 1:
-            dist.all_reduce(loss, op=dist.ReduceOp.AVG if dist.get_backend() == "nccl" else dist.ReduceOp.SUM)
-            if dist.get_backend() != "nccl":
-                loss = loss / world
-        pending.append(loss)
-        done = step + 1
-        bar.update(1)
+    def record(self, loss: torch.Tensor, done: int, must_flush: bool):
+        run, cfg = self.run, self.run.cfg
+        self.pending.append(loss)
+        self.bar.update(1)
         logging = done % cfg.log_every == 0 or done == cfg.steps
-        saving = checkpoint_path is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
-        if logging or saving or len(pending) >= flush_every:
-            flush(done)
+        if logging or must_flush or len(self.pending) >= self.flush_every:
+            self.flush(done)
         if logging:
-            window = losses[-cfg.log_every:]
+            window = run.losses[-cfg.log_every:]
             mean = sum(window) / len(window)
-            bar.set_postfix(loss=f"{mean:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
-            if callback is not None and rank == 0:
-                callback({"step": done, "loss": mean, "lr": optimizer.param_groups[0]["lr"], "model": net,
-                          "ema_model": ema.module if ema is not None else None})
-        if saving and rank == 0:
-            ckpt_out = save_checkpoint(checkpoint_path, net, schedule, ema=ema, optimizer=optimizer,
-                                       lr_scheduler=lr_sched, step=done, train_config=dataclasses.asdict(cfg),
-                                       extra={"objective": objective, "world_size": world,
-                                              "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None},
-                                       rng_states=_rng_states(gen, dev), losses=losses)
-    flush(cfg.steps)
-    bar.close()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+            self.bar.set_postfix(loss=f"{mean:.4f}", lr=f"{run.lr:.2e}", refresh=False)
+            if self.callback is not None and run.rank == 0:
+                self.callback({"step": done, "loss": mean, "lr": run.lr, "model": run.net,
+                               "ema_model": run.ema.module if run.ema is not None else None})
+
+    def close(self):
+        self.flush(self.run.cfg.steps)
+        self.bar.close()
+
+
+def _amp_name(run: _Run) -> str | None:
+    return str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else None
+
+
+def _save(run: _Run, checkpoint_path, done: int) -> Path:
+    """4. Checkpointing: weights, EMA, optimiser and LR-schedule state, RNG states and the loss history."""
+    return save_checkpoint(checkpoint_path, run.net, run.schedule, ema=run.ema, optimizer=run.optimizer,
+                           lr_scheduler=run.lr_sched, step=done, train_config=dataclasses.asdict(run.cfg),
+                           extra={"objective": run.objective, "world_size": run.world, "amp": _amp_name(run)},
+                           rng_states=_rng_states(run.gen, run.dev), losses=run.losses)
+
+
+def _fit(model: nn.Module, schedule: NoiseSchedule, data, objective: str, cfg: TrainConfig, *, device, checkpoint_path,
+         resume: bool, progress: bool, callback: Callable | None) -> TrainResult:
+    run = _setup(model, schedule, data, objective, cfg, device, checkpoint_path, resume)
+    log = _LossLog(run, progress, callback)
+    ckpt_out = None
+    t0 = time.perf_counter()
+    for step in range(run.start, cfg.steps):
+        loss = _step(run, step)
+        done = step + 1
+        saving = checkpoint_path is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
+        log.record(loss, done, must_flush=saving)
+        if saving and run.rank == 0:
+            ckpt_out = _save(run, checkpoint_path, done)
+    log.close()
+    if run.dev.type == "cuda":
+        torch.cuda.synchronize(run.dev)
     wall = time.perf_counter() - t0
-    run = cfg.steps - start
-    net.eval()
-    if ema is not None:
-        ema.module.eval()
-    return TrainResult(losses=losses, model=net, ema_model=ema.module if ema is not None else None, steps=cfg.steps,
-                       wall_time=wall, samples_per_s=run * cfg.batch_size / wall if wall > 0 else float("nan"),
-                       device=str(dev), amp=str(amp_dtype).replace("torch.", "") if amp_dtype else None,
-                       config=dataclasses.asdict(cfg),
+    n_run = cfg.steps - run.start
+    run.net.eval()
+    if run.ema is not None:
+        run.ema.module.eval()
+    return TrainResult(losses=run.losses, model=run.net, ema_model=run.ema.module if run.ema is not None else None,
+                       steps=cfg.steps, wall_time=wall,
+                       samples_per_s=n_run * cfg.batch_size / wall if wall > 0 else float("nan"),
+                       device=str(run.dev), amp=_amp_name(run), config=dataclasses.asdict(cfg),
                        checkpoint=ckpt_out or (checkpoint_files(checkpoint_path)["json"] if checkpoint_path else None))
 
 
-def train(model: nn.Module, schedule: NoiseSchedule, data, *, steps: int = 1000, batch_size: int = 128,
-          lr: float = 2e-4, warmup: int = 100, weight_decay: float = 0.0, grad_clip: float | None = 1.0,
-          ema_decay: float | None = 0.999, label_dropout: float = 0.0, device="auto", amp="auto",
-          compile: bool = False, seed: int = 0, log_every: int = 50, checkpoint_path=None,
-          checkpoint_every: int = 1000, resume: bool = False, progress: bool = True,
-          callback: Callable[[dict], None] | None = None) -> TrainResult:
+# ----------------------------------------------------------------------------- public entry points
+CLASSIFIER_DEFAULTS = dict(lr=3e-4, warmup=50, weight_decay=0.05, ema_decay=None)
+"""Where :func:`train_classifier`'s defaults differ from :class:`TrainConfig`'s (no EMA, some weight decay)."""
+
+
+def train(model: nn.Module, schedule: NoiseSchedule, data, *, config: TrainConfig | None = None,
+          preset: str | None = None, device="auto", checkpoint_path=None, resume: bool = False, progress: bool = True,
+          callback: Callable[[dict], None] | None = None, **options) -> TrainResult:
     """Train a denoiser ε_θ on L_simple (DDPM Algorithm 1, eq. 4.9); see the module docstring.
 
-    ``data`` is ``x`` or ``(x, y)`` (labels are used only by a conditional model). ``steps`` counts optimiser
-    steps in total: with ``resume=True`` and an existing checkpoint at ``checkpoint_path`` training continues
-    from the saved step (exactly, on the same device and process count). ``callback(info)`` is called every
-    ``log_every`` steps with ``step``, ``loss`` (mean over the window), ``lr``, ``model``, ``ema_model``.
-    Raises :class:`NonFiniteLossError` naming the step when the loss is NaN/inf.
+    ``data`` is ``x`` or ``(x, y)`` (labels are used only by a conditional model). The training options are the
+    fields of :class:`TrainConfig` (``steps=1000, batch_size=128, lr=2e-4, warmup=100, ema_decay=0.999,
+    label_dropout=0.0, seed=0, …``), given as keyword arguments, as a whole ``config``, or as a named ``preset``
+    (:mod:`diffusion_lab.presets`, e.g. ``"digits-cond-fast"``); keyword arguments override the config or preset.
+    ``steps`` counts optimiser steps in total: with ``resume=True`` and an existing checkpoint at
+    ``checkpoint_path`` training continues from the saved step (exactly, on the same device and process count).
+    ``callback(info)`` is called every ``log_every`` steps with ``step``, ``loss`` (mean over the window), ``lr``,
+    ``model``, ``ema_model``. Raises :class:`NonFiniteLossError` naming the step when the loss is NaN/inf.
     """
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
-                      grad_clip=grad_clip, ema_decay=ema_decay, label_dropout=label_dropout, amp=amp,
-                      compile=compile, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every)
+    cfg = TrainConfig.resolve(config, preset, **options)
     return _fit(model, schedule, data, "eps", cfg, device=device, checkpoint_path=checkpoint_path, resume=resume,
                 progress=progress, callback=callback)
 
 
 def train_classifier(classifier: nn.Module, schedule: NoiseSchedule, x: torch.Tensor, y: torch.Tensor, *,
-                     steps: int = 1000, batch_size: int = 128, lr: float = 3e-4, warmup: int = 50,
-                     weight_decay: float = 0.05, grad_clip: float | None = 1.0, ema_decay: float | None = None,
-                     device="auto", amp="auto", compile: bool = False, seed: int = 0, log_every: int = 50,
-                     checkpoint_path=None, checkpoint_every: int = 1000, resume: bool = False, progress: bool = True,
-                     callback: Callable[[dict], None] | None = None) -> TrainResult:
+                     config: TrainConfig | None = None, device="auto", checkpoint_path=None, resume: bool = False,
+                     progress: bool = True, callback: Callable[[dict], None] | None = None,
+                     **options) -> TrainResult:
     """Train a noise-aware classifier p_φ(y | x_t, t) for classifier guidance (Dhariwal & Nichol 2021, §4):
-    cross-entropy on x_t = q_sample(x_0, t) with t uniform over {0…T-1}. Same loop as :func:`train`."""
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
-                      grad_clip=grad_clip, ema_decay=ema_decay, label_dropout=0.0, amp=amp, compile=compile,
-                      seed=seed, log_every=log_every, checkpoint_every=checkpoint_every)
+    cross-entropy on x_t = q_sample(x_0, t) with t uniform over {0…T-1}. Same loop and options as :func:`train`,
+    with the defaults of :data:`CLASSIFIER_DEFAULTS` (lr 3e-4, warm-up 50, weight decay 0.05, no EMA)."""
+    if "label_dropout" in options and options["label_dropout"]:
+        raise ValueError("label_dropout applies to conditional denoisers, not to classifiers")
+    cfg = TrainConfig.resolve(config or TrainConfig(**CLASSIFIER_DEFAULTS), **options)
     return _fit(classifier, schedule, (x, y), "classifier", cfg, device=device, checkpoint_path=checkpoint_path,
                 resume=resume, progress=progress, callback=callback)
 

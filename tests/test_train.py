@@ -1,4 +1,5 @@
 """The training loop: the loss really falls, resume is exact, NaNs are caught, DDP equals one process."""
+import math
 import os
 import socket
 import statistics
@@ -169,3 +170,103 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     torch.testing.assert_close(got["losses"], torch.tensor(r.losses, dtype=torch.float64), atol=1e-5, rtol=0)
     for n, p in r.model.named_parameters():
         torch.testing.assert_close(got[f"param.{n}"], p.detach(), atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- one config; the time-to-quality levers
+from diffusion_lab.train import (PowerEMA, TrainConfig, WarmupDecay, min_snr_weights,  # noqa: E402
+                                 power_ema_decay)
+
+
+def test_config_resolution_and_errors():
+    cfg = TrainConfig.resolve(TrainConfig(lr=1e-3, ema_decay=None, ema_power=3.0), ema_decay=0.99)
+    assert (cfg.lr, cfg.ema_decay, cfg.ema_power) == (1e-3, 0.99, None)  # an explicit constant EMA wins
+    assert TrainConfig.resolve(ema_power=7.0).ema_decay is None
+    with pytest.raises(TypeError, match="unknown training option.*lrr.*batch_size"):
+        TrainConfig.resolve(lrr=1.0)
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(ema_decay=0.9, ema_power=1.0)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="exp")
+    with pytest.raises(ValueError, match="loss_weighting"):
+        TrainConfig(loss_weighting="snr")
+    with pytest.raises(TypeError, match="unknown training option"):
+        train(MLPDenoiser(), linear_schedule(10), make_toy("two_moons", 64), steps=1, device="cpu", progress=False,
+              ema_deacy=0.9)
+
+
+def test_lr_schedule_values_at_known_steps():
+    cos, lin = WarmupDecay(10, 110, "cosine"), WarmupDecay(10, 110, "linear")
+    floor = WarmupDecay(10, 110, "cosine", min_ratio=0.1)
+    assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0) and cos(10) == pytest.approx(1.0)
+    assert cos(60) == pytest.approx(0.5) and lin(60) == pytest.approx(0.5) and floor(60) == pytest.approx(0.55)
+    assert cos(35) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4))) and lin(85) == pytest.approx(0.25)
+    # the optimiser really runs it: lr of each step, read back through the callback
+    seen = []
+    train(MLPDenoiser(hidden_dim=16, num_blocks=1), linear_schedule(10), make_toy("two_moons", 64), steps=6,
+          batch_size=16, lr=0.1, warmup=2, lr_schedule="linear", min_lr_ratio=0.2, device="cpu", progress=False,
+          log_every=1, callback=lambda info: seen.append(info["lr"]))
+    ref = WarmupDecay(2, 6, "linear", 0.2)
+    assert seen == pytest.approx([0.1 * ref(s) for s in range(1, 7)])  # after step s the next lr is lr·m(s)
+
+
+def test_power_ema_beta_matches_formula_and_gamma0_is_the_running_mean():
+    assert power_ema_decay(1, 6.94) == 0.0
+    assert power_ema_decay(2, 6.94) == pytest.approx(0.5 ** 7.94)
+    assert power_ema_decay(1000, 16.97) == pytest.approx((1 - 1e-3) ** 17.97)
+    thetas = [torch.randn(5, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    for gamma in (0.0, 2.5):
+        ema, ref = [thetas[0].clone()], thetas[0].clone()
+        for t in range(2, 7):
+            PowerEMA(gamma)(ema, [thetas[t - 1]], torch.tensor(t - 1))
+            b = (1 - 1 / t) ** (gamma + 1)
+            ref = b * ref + (1 - b) * thetas[t - 1]
+        torch.testing.assert_close(ema[0], ref)
+        if gamma == 0.0:
+            torch.testing.assert_close(ema[0], torch.stack(thetas).mean(0))
+
+
+def test_min_snr_weights_match_formula():
+    s = linear_schedule(1000)
+    t = torch.tensor([0, 100, 500, 999])
+    ab = s.alpha_bars[t]
+    snr = ab / (1 - ab)
+    want = torch.minimum(snr, torch.full_like(snr, 5.0)) / snr
+    torch.testing.assert_close(min_snr_weights(s, t, 5.0), want)
+    assert min_snr_weights(s, t, 5.0)[-1] == 1.0 and min_snr_weights(s, t, 5.0)[0] == pytest.approx(5 / snr[0].item())
+
+
+def test_min_snr_weighting_reaches_the_loss():
+    """The first step's loss under min-SNR equals the weighted per-example L_simple of the same draws."""
+    import copy
+
+    from diffusion_lab.train import _EpochSampler
+
+    x = make_toy("two_moons", 64, seed=1)
+    torch.manual_seed(0)
+    model = MLPDenoiser(hidden_dim=16, num_blocks=1, dropout=0.0)
+    init = copy.deepcopy(model)
+    s = linear_schedule(100)
+    r = train(model, s, x, steps=1, batch_size=32, loss_weighting="min_snr", min_snr_gamma=2.0, seed=3,
+              device="cpu", progress=False)
+    g = torch.Generator().manual_seed(3)
+    idx = _EpochSampler(64, 3).batch(0, 32)
+    t = torch.randint(0, 100, (32,), generator=g)
+    noise = torch.randn(32, 2, generator=g)
+    per = loss_simple(init, s, x[idx], t, noise=noise, reduction="none")
+    want = (min_snr_weights(s, t, 2.0).float() * per).mean().item()
+    assert r.losses[0] == pytest.approx(want, rel=1e-5) and r.losses[0] != pytest.approx(per.mean().item(), rel=1e-3)
+
+
+def test_classifier_defaults_come_from_one_place():
+    from diffusion_lab.train import CLASSIFIER_DEFAULTS
+
+    x, y = load_digits("train")
+    clf = NoisyClassifier(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, num_classes=10)
+    r = train_classifier(clf, linear_schedule(100), x[:32], y[:32], steps=1, batch_size=16, device="cpu",
+                         progress=False)
+    assert all(r.config[k] == v for k, v in CLASSIFIER_DEFAULTS.items()) and r.ema_model is None
+
+
+def test_ema_decay_none_still_means_no_ema_even_over_a_power_preset():
+    cfg = TrainConfig.resolve(TrainConfig(ema_decay=None, ema_power=6.94), ema_decay=None)
+    assert cfg.ema_decay is None and cfg.ema_power is None
