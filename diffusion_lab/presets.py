@@ -26,11 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import UnknownNameError
+
 __all__ = ["Preset", "PRESETS", "UnknownPresetError", "get_preset", "list_presets", "build", "training_data"]
 
 
-class UnknownPresetError(LookupError):
-    """A preset name that is not in :data:`PRESETS`; the message lists the known ones."""
+class UnknownPresetError(UnknownNameError):
+    """A preset name that is not in :data:`PRESETS` (a ``LookupError``, like every unknown name in the package);
+    the message lists the known ones."""
 
 
 @dataclass(frozen=True)
