@@ -383,7 +383,7 @@ def cmd_train(args, parser) -> int:
 def resolve_model(spec: str, device="cpu"):
     """``(model, schedule, meta)`` for a checkpoint path or a shipped model name."""
     from . import pretrained
-    from .checkpoint import CheckpointError, checkpoint_files, load_checkpoint
+    from .checkpoint import checkpoint_files, load_checkpoint
 
     if checkpoint_files(spec)["json"].exists():
         return load_checkpoint(spec, device=device)

@@ -44,6 +44,24 @@ def check_seed(seed) -> int:
     return seed
 
 
+def check_train_args(x, *, steps, batch_size, seed, lr, callback_every) -> torch.Tensor:
+    """The checks every ``train_*`` makes on its arguments; returns ``x`` as a float32 (N, D) tensor."""
+    x = check_data(x)
+    check_positive_int(steps, "steps"), check_positive_int(batch_size, "batch_size"), check_seed(seed)
+    check_positive_int(callback_every, "callback_every")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    return x
+
+
+def model_for(x: torch.Tensor, model, build):
+    """``model`` when one is given (it must fit the data's dimension), else a fresh ``build()``."""
+    net = model if model is not None else build()
+    if net.data_dim != x.shape[1]:
+        raise ValueError(f"model.data_dim={net.data_dim} but the data have {x.shape[1]} dimensions")
+    return net
+
+
 def mlp(d_in: int, d_out: int, hidden: int, layers: int = 2, act=nn.SiLU) -> nn.Sequential:
     """d_in → hidden (× ``layers`` hidden layers, each followed by ``act``) → d_out."""
     mods, d = [], d_in

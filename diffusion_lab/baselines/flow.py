@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ._common import BaselineResult, Timer, batches, check_data, check_positive_int, check_seed, mlp
+from ._common import BaselineResult, Timer, batches, check_positive_int, check_train_args, mlp, model_for
 
 __all__ = ["AffineCoupling", "RealNVP", "train_flow"]
 
@@ -109,15 +109,9 @@ def train_flow(x: torch.Tensor, *, steps: int = 3000, seed: int = 0, batch_size:
     ``callback(step, model)`` (model in eval mode) runs every ``callback_every`` steps and after the last.
     Returns a :class:`BaselineResult` with losses ``{"nll": [...]}`` (nats per point, per step).
     """
-    x = check_data(x)
-    check_positive_int(steps, "steps"), check_positive_int(batch_size, "batch_size"), check_seed(seed)
-    check_positive_int(callback_every, "callback_every")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    x = check_train_args(x, steps=steps, batch_size=batch_size, seed=seed, lr=lr, callback_every=callback_every)
     torch.manual_seed(seed)
-    flow = model if model is not None else RealNVP(x.shape[1], n_couplings, hidden, layers)
-    if flow.data_dim != x.shape[1]:
-        raise ValueError(f"model.data_dim={flow.data_dim} but the data have {x.shape[1]} dimensions")
+    flow = model_for(x, model, lambda: RealNVP(x.shape[1], n_couplings, hidden, layers))
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(flow.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)

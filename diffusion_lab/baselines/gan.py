@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._common import BaselineResult, Timer, batches, check_data, check_positive_int, check_seed, mlp
+from ._common import BaselineResult, Timer, batches, check_positive_int, check_train_args, mlp, model_for
 
 __all__ = ["GAN", "gan_losses", "optimal_discriminator", "train_gan"]
 
@@ -67,15 +67,9 @@ def train_gan(x: torch.Tensor, *, steps: int = 3000, seed: int = 0, batch_size: 
     ``callback(step, model)`` (model in eval mode) runs every ``callback_every`` steps and after the last.
     Returns a :class:`BaselineResult` with losses ``{"d": [...], "g": [...]}`` (eq. 1.1 / 1.3 per step).
     """
-    x = check_data(x)
-    check_positive_int(steps, "steps"), check_positive_int(batch_size, "batch_size"), check_seed(seed)
-    check_positive_int(callback_every, "callback_every")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    x = check_train_args(x, steps=steps, batch_size=batch_size, seed=seed, lr=lr, callback_every=callback_every)
     torch.manual_seed(seed)
-    gan = model if model is not None else GAN(x.shape[1], latent_dim, hidden, layers)
-    if gan.data_dim != x.shape[1]:
-        raise ValueError(f"model.data_dim={gan.data_dim} but the data have {x.shape[1]} dimensions")
+    gan = model_for(x, model, lambda: GAN(x.shape[1], latent_dim, hidden, layers))
     gen = torch.Generator().manual_seed(seed)
     opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=lr, betas=betas)
     opt_g = torch.optim.Adam(gan.generator.parameters(), lr=lr, betas=betas)

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ._common import BaselineResult, Timer, batches, check_data, check_positive_int, check_seed, mlp
+from ._common import BaselineResult, Timer, batches, check_positive_int, check_train_args, mlp, model_for
 
 __all__ = ["VAE", "gaussian_elbo", "train_vae"]
 
@@ -102,17 +102,11 @@ def train_vae(x: torch.Tensor, *, steps: int = 3000, seed: int = 0, batch_size: 
     ``callback(step, model)`` (model in eval mode) runs every ``callback_every`` steps and after the last.
     Returns a :class:`BaselineResult` with losses ``{"loss": −ELBO_β, "recon": −E log p(x|z), "kl": KL}`` per step.
     """
-    x = check_data(x)
-    check_positive_int(steps, "steps"), check_positive_int(batch_size, "batch_size"), check_seed(seed)
-    check_positive_int(callback_every, "callback_every")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    x = check_train_args(x, steps=steps, batch_size=batch_size, seed=seed, lr=lr, callback_every=callback_every)
     if not beta >= 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     torch.manual_seed(seed)
-    vae = model if model is not None else VAE(x.shape[1], latent_dim, hidden, layers)
-    if vae.data_dim != x.shape[1]:
-        raise ValueError(f"model.data_dim={vae.data_dim} but the data have {x.shape[1]} dimensions")
+    vae = model_for(x, model, lambda: VAE(x.shape[1], latent_dim, hidden, layers))
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
     hist = {"loss": [], "recon": [], "kl": []}

@@ -11,7 +11,7 @@ starts at zero, so ε̂ = 0 at initialisation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
