@@ -291,8 +291,8 @@ def example_mixture_2d() -> GaussianMixture:
 
 
 def GaussianOracle(schedule: NoiseSchedule, mean=0.0, std: float = 1.0, *, dim: int | None = None) -> "OptimalDenoiser":
-    """The exact ε-model for data x_0 ~ N(``mean``, ``std``² I), the one-component case of :class:`OptimalDenoiser`:
-    E[ε | x_t] = √(1−ᾱ_t) / (ᾱ_t s² + 1 − ᾱ_t) · (x_t − √ᾱ_t m), linear in x_t.
+    """The exact ε-model for data x_0 ~ N(m, s² I) with m = ``mean`` and s = ``std``, the one-component case of
+    :class:`OptimalDenoiser`: E[ε | x_t] = √(1−ᾱ_t) / (ᾱ_t s² + 1 − ᾱ_t) · (x_t − √ᾱ_t m), linear in x_t.
 
     ``mean`` is a number (the same for every coordinate) or a tensor of one item's shape; for a number, the item
     size is taken from the first x_t the model sees (or ``dim``).
