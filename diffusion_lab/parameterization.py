@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from .schedules import NoiseSchedule, check_timesteps
+from . import checks
+from .schedules import NoiseSchedule, check_schedule, check_timesteps
 
 __all__ = ["PARAMETERIZATIONS", "velocity", "training_target", "to_eps", "to_x0", "to_v", "convert",
            "eps_mse_weight", "EpsFromPrediction"]
@@ -29,15 +30,11 @@ PARAMETERIZATIONS = ("eps", "x0", "v")
 
 
 def _check(schedule, parameterization=None):
-    if not isinstance(schedule, NoiseSchedule):
-        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
-    if parameterization is not None and parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-
-
-def _same_shape(a, b, na, nb):
-    if a.shape != b.shape:
-        raise ValueError(f"{na} and {nb} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    """The boundary checks of this module, with the package's one schedule check and one name check."""
+    check_schedule(schedule)
+    if parameterization is not None:
+        checks.choice(parameterization, PARAMETERIZATIONS,
+                      f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
 
 
 def _a_s(schedule, t, x):
@@ -50,7 +47,7 @@ def _a_s(schedule, t, x):
 def velocity(schedule: NoiseSchedule, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
     """The v-target of eq. (5.5): v = √ᾱ_t ε − √(1−ᾱ_t) x₀ (Salimans & Ho 2022)."""
     _check(schedule)
-    _same_shape(x0, noise, "x0", "noise")
+    checks.same_shape(x0, noise, "x0", "noise")
     a, s = _a_s(schedule, t, x0)
     return a * noise - s * x0
 
@@ -59,7 +56,7 @@ def training_target(schedule: NoiseSchedule, x0: torch.Tensor, t, noise: torch.T
     """What a network of the given parameterization is trained to output for x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε:
     ε itself, x₀, or v of eq. (5.5)."""
     _check(schedule, parameterization)
-    _same_shape(x0, noise, "x0", "noise")
+    checks.same_shape(x0, noise, "x0", "noise")
     if parameterization == "eps":
         return noise
     if parameterization == "x0":
@@ -70,7 +67,7 @@ def training_target(schedule: NoiseSchedule, x0: torch.Tensor, t, noise: torch.T
 def to_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, parameterization: str) -> torch.Tensor:
     """ε from a prediction, eq. (5.6): ε = (x_t − √ᾱ_t x₀)/√(1−ᾱ_t) for x₀, ε = √(1−ᾱ_t) x_t + √ᾱ_t v for v."""
     _check(schedule, parameterization)
-    _same_shape(pred, x_t, "pred", "x_t")
+    checks.same_shape(pred, x_t, "pred", "x_t")
     if parameterization == "eps":
         return pred
     a, s = _a_s(schedule, t, x_t)
@@ -82,7 +79,7 @@ def to_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, pa
 def to_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, parameterization: str) -> torch.Tensor:
     """x₀ from a prediction, eq. (5.6): x₀ = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t for ε, x₀ = √ᾱ_t x_t − √(1−ᾱ_t) v for v."""
     _check(schedule, parameterization)
-    _same_shape(pred, x_t, "pred", "x_t")
+    checks.same_shape(pred, x_t, "pred", "x_t")
     if parameterization == "x0":
         return pred
     a, s = _a_s(schedule, t, x_t)
@@ -94,7 +91,7 @@ def to_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, par
 def to_v(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, parameterization: str) -> torch.Tensor:
     """v from a prediction, eq. (5.6): v = (ε − √(1−ᾱ_t) x_t)/√ᾱ_t for ε, v = (√ᾱ_t x_t − x₀)/√(1−ᾱ_t) for x₀."""
     _check(schedule, parameterization)
-    _same_shape(pred, x_t, "pred", "x_t")
+    checks.same_shape(pred, x_t, "pred", "x_t")
     if parameterization == "v":
         return pred
     a, s = _a_s(schedule, t, x_t)

@@ -47,6 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from . import checks
 from .checkpoint import checkpoint_files, load_training_state, save_checkpoint, unwrap_model
 from .diffusion import loss_simple, q_sample
 from .schedules import NoiseSchedule
@@ -238,9 +239,8 @@ class PowerEMA:
 def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
     """Per-example loss weights of min-SNR-γ for ε-prediction (Hang et al. 2023): min(SNR_t, γ) / SNR_t with
     SNR_t = ᾱ_t / (1 − ᾱ_t) — the low-noise steps, whose ε is hardest to read and matters least, count less.
-    float64 from the schedule's tables, shape (B,)."""
-    ab = schedule.alpha_bars[t.cpu()]
-    snr = ab / (1.0 - ab)
+    float64 from the schedule's tables, shape (B,), on t's device (gathered there: no host round trip per step)."""
+    snr = schedule.table("snr", t.device)[t]
     return torch.clamp(snr, max=gamma) / snr
 
 
@@ -395,15 +395,15 @@ def _check_data(model, schedule, data, objective, cfg):
     x, y = _unpack(data)
     net = unwrap_model(model)
     num_classes = getattr(getattr(net, "config", None), "num_classes", None)
-    if objective == "classifier":
-        if y is None:
-            raise ValueError("train_classifier needs labels y")
-        if num_classes is not None and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise ValueError(f"labels must lie in [0, {num_classes - 1}], got [{int(y.min())}, {int(y.max())}]")
-    elif num_classes is None:
+    if objective == "classifier" and y is None:
+        raise ValueError("train_classifier needs labels y")
+    if objective != "classifier" and num_classes is None:
         y = None  # an unconditional model ignores labels in the data
-    elif y is None:
+    elif objective != "classifier" and y is None:
         raise ValueError(f"{type(net).__name__} is class-conditional (num_classes={num_classes}); pass data=(x, y)")
+    # checked here, once: the steps run with value checks off (the null label num_classes comes from dropout only)
+    if y is not None and num_classes is not None and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got [{int(y.min())}, {int(y.max())}]")
     if cfg.label_dropout > 0 and (objective != "eps" or num_classes is None):
         raise ValueError("label_dropout needs a class-conditional denoiser (num_classes set)")
     if cfg.loss_weighting != "none" and objective != "eps":
@@ -487,7 +487,9 @@ def _step(run: _Run, step: int) -> torch.Tensor:
     """2. One step: forward under autocast, backward, clip, optimiser and LR step, EMA update.
     Returns the detached loss (averaged over processes)."""
     x0, t, noise, labels = _batch(run, step)
-    with torch.autocast(run.dev.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+    # The loop drew t and the labels itself (valid by construction, checked once in _setup): the public functions
+    # it calls skip their value checks, which would read t back to the host on every step.
+    with checks.trusted(), torch.autocast(run.dev.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
         loss = _loss(run, x0, t, noise, labels)
     if run.scaler is not None:
         run.scaler.scale(loss).backward()

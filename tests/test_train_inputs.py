@@ -137,3 +137,20 @@ def test_noise_aware_classifier_is_trained_on_noised_inputs_at_the_t_it_is_told(
             continue
         var_z = (e.var().item() - 1) / math.sqrt(2 / e.numel())
         assert abs(var_z) < 6, f"code t={k}: classifier input variance {e.var().item():.3f}, expected 1"
+
+
+def test_training_steps_run_with_value_checks_off_and_bad_labels_fail_up_front():
+    """The loop draws t and the labels itself, so its steps skip the per-call value checks (each would read t back
+    to the host every step on a GPU); the data's labels are checked once, before the first step, instead."""
+    from diffusion_lab import checks
+
+    seen = []
+    net = MLPDenoiser(hidden_dim=8, num_blocks=1, num_classes=3)
+    net.register_forward_pre_hook(lambda module, args: seen.append(checks.value_checks_enabled()))
+    train(net, SCHEDULE, (torch.zeros(4, 2), torch.tensor([0, 1, 2, 0])), steps=2, batch_size=4, warmup=1,
+          device="cpu", progress=False)
+    assert seen == [False, False]
+    assert checks.value_checks_enabled(), "the checks are back on after training"
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\], got \[0, 3\]"):
+        train(MLPDenoiser(hidden_dim=8, num_blocks=1, num_classes=3), SCHEDULE,
+              (torch.zeros(4, 2), torch.tensor([0, 1, 3, 0])), steps=1, batch_size=4, device="cpu", progress=False)
