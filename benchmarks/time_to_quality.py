@@ -66,7 +66,7 @@ def run_recipe(name: str, *, max_images: int, eval_every: int, n_per_class: int,
         t_in, cpu_in = time.perf_counter(), time.process_time()
         train_s = t_in - clock["t0"] - clock["eval"]
         train_cpu = cpu_in - clock["cpu0"] - clock.get("eval_cpu", 0.0)
-        m = info["ema_model"] if info["ema_model"] is not None else info["model"]
+        m = info["sampling_model"]          # the EMA network as an ε-model (wrapped if it predicts x₀ or v)
         was_training = m.training
         r = evaluate(m, schedule, p.sampling, n_per_class, sample_seed, judge, real_fd)
         m.train(was_training)

@@ -95,7 +95,7 @@ TRAIN_DEFAULTS = dict(
     num_groups=32, dropout=0.1, hidden_dim=128, num_blocks=3, data="digits", data_root="data", toy_points=8000,
     conditional=False, label_dropout=None, schedule="linear", T=1000, steps=2000, batch_size=128, lr=5e-4,
     warmup=200, lr_schedule="constant", min_lr_ratio=0.0, weight_decay=None, grad_clip=1.0, ema_decay=0.999,
-    ema_power=None, loss_weighting="none", min_snr_gamma=5.0, seed=0, device="auto", amp="auto",
+    ema_power=None, loss_weighting="none", min_snr_gamma=5.0, prediction="eps", seed=0, device="auto", amp="auto",
     channels_last=None, compile=False, threads=None, checkpoint_every=1000, log_every=50)
 
 
@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss-weighting", choices=("none", "min_snr"),
                    help="per-timestep loss weight: none (L_simple) or min-SNR-γ, min(SNR_t, γ)/SNR_t")
     g.add_argument("--min-snr-gamma", type=_positive_float, help="γ of --loss-weighting min_snr")
+    g.add_argument("--prediction", choices=("eps", "x0", "v"),
+                   help="what the network outputs: ε (DDPM), x₀, or v = √ᾱ ε − √(1−ᾱ) x₀ (book 5.6); checkpoints "
+                        "record it and load as ε-models")
     g.add_argument("--seed", type=int, help="seed of every random draw (weights, data order, t, ε, dropout)")
 
     g = t.add_argument_group("hardware and output")

@@ -7,6 +7,7 @@ A checkpoint at ``path`` (``runs/digits`` or ``runs/digits.json`` / ``.safetenso
   ``optim.<param index>.<name>``), RNG states as uint8 tensors (``rng.<name>``), the EMA's ``n_averaged``
   and the loss history;
 * ``<stem>.json`` — the model kind and config (so :func:`diffusion_lab.models.model_from_config` rebuilds it),
+  what the network predicts (``"prediction"``: ε, x₀ or v; :func:`load_checkpoint` returns an ε-model either way),
   the schedule (``NoiseSchedule.to_config()``), the step, training metadata, the optimiser's param groups and
   LR-scheduler state, and the size and sha256 of each tensor file.
 
@@ -57,10 +58,15 @@ def checkpoint_files(path) -> dict[str, Path]:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare network inside DDP / ``AveragedModel`` (``.module``) and ``torch.compile`` (``._orig_mod``)."""
+    """The bare network inside DDP / ``AveragedModel`` (``.module``), ``torch.compile`` (``._orig_mod``) and
+    :class:`~diffusion_lab.parameterization.EpsFromPrediction` (``.net``)."""
+    from .parameterization import EpsFromPrediction
+
     while True:
         if hasattr(model, "_orig_mod"):
             model = model._orig_mod
+        elif isinstance(model, EpsFromPrediction):
+            model = model.net
         elif isinstance(model, (nn.parallel.DistributedDataParallel, torch.optim.swa_utils.AveragedModel)):
             model = model.module
         else:
@@ -150,19 +156,23 @@ def save_checkpoint(path, model: nn.Module, schedule: NoiseSchedule, *, ema: nn.
     """Write a checkpoint (see the module docstring) and return the path of its JSON file.
 
     ``model`` carries its own kind and config (a registered :mod:`diffusion_lab.models` network, possibly wrapped
-    in DDP or ``torch.compile``); ``schedule`` is stored as ``schedule.to_config()``. ``ema`` is an
+    in DDP, ``torch.compile`` or an ``EpsFromPrediction``); ``schedule`` is stored as ``schedule.to_config()``.
+    What the network predicts is recorded as ``"prediction"``: the wrapper's parameterization, else
+    ``train_config["prediction"]``, else ``"eps"``. ``ema`` is an
     ``AveragedModel`` or a plain module of the same architecture. Passing ``optimizer`` (and optionally
     ``lr_scheduler``, ``rng_states``, ``losses``) also writes the training state needed to resume exactly.
     """
     check_schedule(schedule)
     files = checkpoint_files(path)
     net = unwrap_model(model)
+    prediction = _prediction_of(model, train_config)
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in unwrap_model(ema).state_dict().items()})
     doc = {
         "format": FORMAT, "version": VERSION,
         "model": model_config(net),
+        "prediction": prediction,
         "schedule": schedule.to_config(),
         "step": int(step),
         "has_ema": ema is not None,
@@ -185,6 +195,29 @@ def save_checkpoint(path, model: nn.Module, schedule: NoiseSchedule, *, ema: nn.
     text = json.dumps(doc, indent=1)
     _atomic_write(files["json"], lambda tmp: Path(tmp).write_text(text))
     return files["json"]
+
+
+def _prediction_of(model: nn.Module, train_config: dict | None) -> str:
+    """What ``model`` predicts: an EpsFromPrediction wrapper's parameterization (inside any DDP / compile / EMA
+    wrapper), else ``train_config["prediction"]``, else ``"eps"``; a disagreement of the two is an error."""
+    from .parameterization import PARAMETERIZATIONS, EpsFromPrediction
+
+    m, wrapped = model, None
+    while m is not None:
+        if isinstance(m, EpsFromPrediction):
+            wrapped = m.parameterization
+            break
+        m = getattr(m, "_orig_mod", None) or (
+            m.module if isinstance(m, (nn.parallel.DistributedDataParallel, torch.optim.swa_utils.AveragedModel))
+            else None)
+    configured = (train_config or {}).get("prediction")
+    if wrapped and configured and wrapped != configured:
+        raise ValueError(f"the model is an EpsFromPrediction({wrapped!r}) but train_config says "
+                         f"prediction={configured!r}; pass one that matches")
+    prediction = wrapped or configured or "eps"
+    if prediction not in PARAMETERIZATIONS:
+        raise ValueError(f"train_config['prediction'] must be one of {PARAMETERIZATIONS}, got {prediction!r}")
+    return prediction
 
 
 def read_checkpoint_json(path) -> dict:
@@ -236,7 +269,9 @@ def load_weights(model: nn.Module, path, *, use_ema: bool = False, sha256: str |
 
 
 def load_checkpoint(path, *, device="cpu", use_ema: bool = True, sha256: str | None = None):
-    """Rebuild ``(model, schedule, meta)`` from a checkpoint. The model is in eval mode on ``device``.
+    """Rebuild ``(model, schedule, meta)`` from a checkpoint. The model is in eval mode on ``device`` and is always
+    an ε-model ``model(x_t, t, y=None) -> ε``: a network that predicts x₀ or v (``meta["prediction"]``) comes
+    wrapped in :class:`~diffusion_lab.parameterization.EpsFromPrediction` (its ``.net`` is the bare network).
 
     ``use_ema`` picks the EMA weights when the checkpoint has them (the ones to sample with).
     ``sha256``, when given, must equal the sha256 of the weights file. ``meta`` is the checkpoint's JSON
@@ -249,7 +284,15 @@ def load_checkpoint(path, *, device="cpu", use_ema: bool = True, sha256: str | N
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path}: cannot rebuild the model/schedule from its JSON: {err}") from err
     load_weights(model, path, use_ema=use_ema, sha256=sha256)
-    meta = dict(doc, weights="ema" if use_ema and doc.get("has_ema") else "model",
+    prediction = doc.get("prediction", "eps")        # checkpoints written before "prediction" existed are ε-models
+    from .parameterization import PARAMETERIZATIONS, EpsFromPrediction
+
+    if prediction not in PARAMETERIZATIONS:
+        raise CheckpointError(f"checkpoint {path}: unknown prediction {prediction!r} (expected one of "
+                              f"{PARAMETERIZATIONS})")
+    if prediction != "eps":
+        model = EpsFromPrediction(model, schedule, prediction)
+    meta = dict(doc, weights="ema" if use_ema and doc.get("has_ema") else "model", prediction=prediction,
                 path=str(checkpoint_files(path)["json"]))
     return model.to(device).eval(), schedule, meta
 

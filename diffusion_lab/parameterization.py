@@ -132,6 +132,18 @@ class EpsFromPrediction(torch.nn.Module):
         _check(schedule, parameterization)
         self.net, self.schedule, self.parameterization = net, schedule, parameterization
 
+    @property
+    def num_classes(self):
+        """The wrapped network's number of classes (None if unconditional), for classifier-free guidance."""
+        net = self.net
+        k = getattr(net, "num_classes", None)
+        return k if k is not None else getattr(getattr(net, "config", None), "num_classes", None)
+
+    @property
+    def config(self):
+        """The wrapped network's config (diffusion_lab.models keep the number of classes and the image shape there)."""
+        return getattr(self.net, "config", None)
+
     def forward(self, x_t: torch.Tensor, t, y=None) -> torch.Tensor:
         pred = self.net(x_t, t) if y is None else self.net(x_t, t, y=y)
         return to_eps(self.schedule, x_t, t, pred, self.parameterization)

@@ -15,8 +15,9 @@ take its fields as keyword arguments (or a whole ``config``, or a named ``preset
 :mod:`diffusion_lab.presets`), and the CLI builds one from its flags. Levers for short runs (issue #11, "time to
 quality"): a decaying LR after the warm-up (``lr_schedule="cosine"``/``"linear"``, :class:`WarmupDecay`), the
 power-function EMA of Karras et al. 2024 (``ema_power``, :func:`power_ema_decay`) whose average forgets the random
-initial weights at any run length, and min-SNR-γ loss weighting (``loss_weighting="min_snr"``,
-:func:`min_snr_weights`). The loop reads in four parts: :func:`_setup`, :func:`_step` (one optimiser step),
+initial weights at any run length, min-SNR-γ loss weighting (``loss_weighting="min_snr"``,
+:func:`min_snr_weights`), and a network that predicts v instead of ε (``prediction="v"``, book section 5.8; the
+result samples through :attr:`TrainResult.sampling_model`, checkpoints load as ε-models). The loop reads in four parts: :func:`_setup`, :func:`_step` (one optimiser step),
 :class:`_LossLog` (losses to the host, progress bar, callback) and :func:`_save` (checkpoints).
 
 Determinism: a minibatch is a slice of a per-epoch permutation that depends only on ``seed`` and the epoch;
@@ -50,11 +51,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from . import checks
 from .checkpoint import checkpoint_files, load_training_state, save_checkpoint, unwrap_model
 from .diffusion import loss_simple, q_sample
+from .parameterization import PARAMETERIZATIONS as PREDICTIONS, training_target
 from .schedules import NoiseSchedule
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "train", "train_classifier", "default_device",
            "resolve_amp", "LinearWarmup", "WarmupDecay", "lr_multiplier", "power_ema_decay", "PowerEMA",
-           "min_snr_weights", "ema_model_for", "CLASSIFIER_DEFAULTS"]
+           "min_snr_weights", "ema_model_for", "as_eps_model", "CLASSIFIER_DEFAULTS", "PREDICTIONS"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -75,7 +77,9 @@ class TrainConfig:
     the power-function profile β_t = (1 − 1/t)^(γ+1) of Karras et al. 2024 (:func:`power_ema_decay`); give one of
     the two (``None`` for the other; both ``None``: no EMA). ``loss_weighting="min_snr"`` weights each example's
     squared error by min(SNR_t, γ)/SNR_t (min-SNR-γ, Hang et al. 2023; :func:`min_snr_weights`).
-    ``channels_last=None`` means "on CUDA only".
+    ``channels_last=None`` means "on CUDA only". ``prediction`` is what the network outputs: ε (DDPM), x₀ or v
+    (:mod:`diffusion_lab.parameterization`, book eqs. 5.5–5.7); the loss is the MSE on that target, and the trained
+    network is wrapped into an ε-model for sampling (:attr:`TrainResult.sampling_model`).
     """
 
     steps: int = 1000
@@ -90,6 +94,7 @@ class TrainConfig:
     ema_power: float | None = None
     loss_weighting: str = "none"
     min_snr_gamma: float = 5.0
+    prediction: str = "eps"
     label_dropout: float = 0.0
     amp: str | bool | None = "auto"
     channels_last: bool | None = None
@@ -122,6 +127,9 @@ class TrainConfig:
                              f"ema_decay={self.ema_decay}, ema_power={self.ema_power}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS} (what the network outputs), "
+                             f"got {self.prediction!r}")
         if not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -158,7 +166,9 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """What :func:`train` returns. ``losses[i]`` is the loss of step i+1 (the whole history when resumed);
-    ``ema_model`` is the EMA network (eval mode; None without EMA) — the one to sample with."""
+    ``ema_model`` is the EMA network (eval mode; None without EMA). Sample with :attr:`sampling_model`: the EMA
+    network (else the trained one) as an ε-model — wrapped in :class:`~diffusion_lab.parameterization.EpsFromPrediction`
+    when the network predicts x₀ or v (``config["prediction"]``)."""
 
     losses: list
     model: nn.Module
@@ -170,11 +180,29 @@ class TrainResult:
     amp: str | None
     config: dict = field(default_factory=dict)
     checkpoint: Path | None = None
+    schedule: NoiseSchedule | None = None
+
+    @property
+    def prediction(self) -> str:
+        """What the trained network outputs: ``"eps"``, ``"x0"`` or ``"v"``."""
+        return self.config.get("prediction", "eps")
 
     @property
     def sampling_model(self) -> nn.Module:
-        """The EMA model when there is one, else the trained model."""
-        return self.ema_model if self.ema_model is not None else self.model
+        """The EMA model when there is one, else the trained model, as ``model(x_t, t, y=None) -> ε``."""
+        return as_eps_model(self.ema_model if self.ema_model is not None else self.model, self.schedule,
+                            self.prediction)
+
+
+def as_eps_model(net: nn.Module, schedule: NoiseSchedule | None, prediction: str = "eps") -> nn.Module:
+    """``net`` itself for an ε-network; an x₀- or v-network wrapped into an ε-model (eq. 5.6) for the samplers."""
+    if prediction == "eps":
+        return net
+    from .parameterization import EpsFromPrediction
+
+    if schedule is None:
+        raise ValueError(f"a {prediction}-prediction network needs its schedule to be turned into an ε-model")
+    return EpsFromPrediction(net, schedule, prediction)
 
 
 class LinearWarmup:
@@ -236,12 +264,20 @@ class PowerEMA:
         torch._foreach_lerp_(list(ema_params), list(params), 1.0 - beta)
 
 
-def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
-    """Per-example loss weights of min-SNR-γ for ε-prediction (Hang et al. 2023): min(SNR_t, γ) / SNR_t with
-    SNR_t = ᾱ_t / (1 − ᾱ_t) — the low-noise steps, whose ε is hardest to read and matters least, count less.
+def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0,
+                    prediction: str = "eps") -> torch.Tensor:
+    """Per-example loss weights of min-SNR-γ (Hang et al. 2023) with SNR_t = ᾱ_t / (1 − ᾱ_t): on the squared
+    error of ε, min(SNR_t, γ) / SNR_t — the low-noise steps, whose ε is hardest to read and matters least, count
+    less. The same weighting of the *ε-error* on the error of another target p, by eq. (5.7)
+    (‖ε − ε̂‖² = SNR_t ‖x₀ − x̂₀‖² = ᾱ_t ‖v − v̂‖²): min(SNR_t, γ) for x₀, min(SNR_t, γ) / (SNR_t + 1) for v.
     float64 from the schedule's tables, shape (B,), on t's device (gathered there: no host round trip per step)."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     snr = schedule.table("snr", t.device)[t]
-    return torch.clamp(snr, max=gamma) / snr
+    clipped = torch.clamp(snr, max=gamma)
+    if prediction == "x0":
+        return clipped
+    return clipped / (snr + 1.0) if prediction == "v" else clipped / snr
 
 
 def ema_model_for(net: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
@@ -408,6 +444,8 @@ def _check_data(model, schedule, data, objective, cfg):
         raise ValueError("label_dropout needs a class-conditional denoiser (num_classes set)")
     if cfg.loss_weighting != "none" and objective != "eps":
         raise ValueError(f"loss_weighting={cfg.loss_weighting!r} applies to denoisers, not to classifiers")
+    if cfg.prediction != "eps" and objective != "eps":
+        raise ValueError(f"prediction={cfg.prediction!r} applies to denoisers, not to classifiers")
     return net, x, y, num_classes
 
 
@@ -476,6 +514,16 @@ def _loss(run: _Run, x0, t, noise, labels) -> torch.Tensor:
     """The objective: L_simple (eq. 4.9), min-SNR-weighted if asked, or the noisy classifier's cross-entropy."""
     if run.objective == "classifier":
         return F.cross_entropy(run.fwd(q_sample(run.schedule, x0, t, noise), t).float(), labels)
+    if run.cfg.prediction != "eps":
+        # the network outputs x₀ or v: MSE on that target (eq. 5.7 relates it to the ε-error)
+        x_t = q_sample(run.schedule, x0, t, noise)
+        pred = run.fwd(x_t, t) if labels is None else run.fwd(x_t, t, y=labels)
+        target = training_target(run.schedule, x0, t, noise, run.cfg.prediction)
+        per_item = (target - pred.float()).pow(2).reshape(x0.shape[0], -1).mean(1)
+        if run.cfg.loss_weighting == "min_snr":
+            w = min_snr_weights(run.schedule, t, run.cfg.min_snr_gamma, run.cfg.prediction)
+            return (w.to(per_item.device, per_item.dtype) * per_item).mean()
+        return per_item.mean()
     if run.cfg.loss_weighting == "min_snr":
         per_item = loss_simple(run.fwd, run.schedule, x0, t, y=labels, noise=noise, reduction="none")
         w = min_snr_weights(run.schedule, t, run.cfg.min_snr_gamma).to(per_item.device, per_item.dtype)
@@ -555,8 +603,10 @@ class _LossLog:
             mean = sum(window) / len(window)
             self.bar.set_postfix(loss=f"{mean:.4f}", lr=f"{run.lr:.2e}", refresh=False)
             if self.callback is not None and run.rank == 0:
-                self.callback({"step": done, "loss": mean, "lr": run.lr, "model": run.net,
-                               "ema_model": run.ema.module if run.ema is not None else None})
+                ema = run.ema.module if run.ema is not None else None
+                self.callback({"step": done, "loss": mean, "lr": run.lr, "model": run.net, "ema_model": ema,
+                               "sampling_model": as_eps_model(ema if ema is not None else run.net, run.schedule,
+                                                              cfg.prediction)})
 
     def close(self):
         self.flush(self.run.cfg.steps)
@@ -600,7 +650,8 @@ def _fit(model: nn.Module, schedule: NoiseSchedule, data, objective: str, cfg: T
                        steps=cfg.steps, wall_time=wall,
                        samples_per_s=n_run * cfg.batch_size / wall if wall > 0 else float("nan"),
                        device=str(run.dev), amp=_amp_name(run), config=dataclasses.asdict(cfg),
-                       checkpoint=ckpt_out or (checkpoint_files(checkpoint_path)["json"] if checkpoint_path else None))
+                       checkpoint=ckpt_out or (checkpoint_files(checkpoint_path)["json"] if checkpoint_path else None),
+                       schedule=run.schedule)
 
 
 # ----------------------------------------------------------------------------- public entry points
@@ -620,7 +671,8 @@ def train(model: nn.Module, schedule: NoiseSchedule, data, *, config: TrainConfi
     ``steps`` counts optimiser steps in total: with ``resume=True`` and an existing checkpoint at
     ``checkpoint_path`` training continues from the saved step (exactly, on the same device and process count).
     ``callback(info)`` is called every ``log_every`` steps with ``step``, ``loss`` (mean over the window), ``lr``,
-    ``model``, ``ema_model``. Raises :class:`NonFiniteLossError` naming the step when the loss is NaN/inf.
+    ``model``, ``ema_model`` and ``sampling_model`` (the EMA network, else the trained one, as an ε-model: sample
+    with this one). Raises :class:`NonFiniteLossError` naming the step when the loss is NaN/inf.
     """
     cfg = TrainConfig.resolve(config, preset, **options)
     return _fit(model, schedule, data, "eps", cfg, device=device, checkpoint_path=checkpoint_path, resume=resume,

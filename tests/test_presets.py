@@ -8,7 +8,8 @@ import torch
 from diffusion_lab import presets
 from diffusion_lab.__main__ import main
 from diffusion_lab.diffusion import loss_simple
-from diffusion_lab.train import TrainConfig, WarmupDecay, _EpochSampler, min_snr_weights, power_ema_decay, train
+from diffusion_lab.train import (TrainConfig, WarmupDecay, _EpochSampler, as_eps_model, min_snr_weights,
+                                 power_ema_decay, train)
 
 FAST = "digits-cond-fast"
 
@@ -57,8 +58,12 @@ def test_preset_settings_reach_the_trainer():
     noise = torch.randn(16, 1, 8, 8, generator=g)
     drop = torch.rand(16, generator=g) < p.train["label_dropout"]
     labels = torch.where(drop, torch.full_like(y[idx], 10), y[idx])
-    per = loss_simple(init, schedule, x[idx], t, y=labels, noise=noise, reduction="none")
-    assert p.train["loss_weighting"] == "min_snr"
+    # the network's target (ε, x₀ or v) is the preset's, checked through the ε-route of eq. (5.7): the ε-error of the
+    # wrapped network under ε's min-SNR weights equals the target's error under the target's weights
+    pred = p.train.get("prediction", "eps")
+    per = loss_simple(as_eps_model(init, schedule, pred), schedule, x[idx], t, y=labels, noise=noise,
+                      reduction="none")
+    assert p.train["loss_weighting"] == "min_snr" and r.config["prediction"] == pred
     w = min_snr_weights(schedule, t, p.train["min_snr_gamma"]).float()
     assert r.losses[0] == pytest.approx((w * per).mean().item(), rel=1e-4)
     want = {**p.train, "steps": 3, "batch_size": 16, "log_every": 1}
@@ -88,3 +93,4 @@ def test_cli_flags_override_the_preset(tmp_path):
     assert tc["lr_schedule"] == p.train["lr_schedule"] and tc["warmup"] == p.train["warmup"]   # kept from the preset
     assert tc["label_dropout"] == p.train["label_dropout"] and mc["num_classes"] == 10 and mc["dropout"] == 0.2
     assert doc["extra"]["preset"] == FAST
+    assert tc["prediction"] == doc["prediction"] == p.train["prediction"]   # the checkpoint loads as an ε-model
