@@ -306,10 +306,9 @@ def _resolve_train_args(args) -> None:
                       schedule=p.schedule["name"], T=p.schedule.get("T", values["T"]),
                       conditional=model.get("num_classes") is not None, **p.train)
     values.update({k: getattr(args, k) for k in given})
-    if "ema_decay" in given and "ema_power" not in given:
-        values["ema_power"] = None
-    if "ema_power" in given and "ema_decay" not in given:
-        values["ema_decay"] = None
+    from .train import TrainConfig
+
+    TrainConfig.settle_ema(values, given)
     if values["ema_decay"] == 0.0:
         values["ema_decay"] = None
     if not values["conditional"] and "label_dropout" not in given:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from . import checks
+from .diffusion import predict_eps_from_x0, predict_x0_from_eps
 from .schedules import NoiseSchedule, check_schedule, check_timesteps
 
 __all__ = ["PARAMETERIZATIONS", "velocity", "training_target", "to_eps", "to_x0", "to_v", "convert",
@@ -70,9 +71,9 @@ def to_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, pa
     checks.same_shape(pred, x_t, "pred", "x_t")
     if parameterization == "eps":
         return pred
-    a, s = _a_s(schedule, t, x_t)
     if parameterization == "x0":
-        return (x_t - a * pred) / s
+        return predict_eps_from_x0(schedule, x_t, t, pred)      # (2.4) solved for ε: the package's one copy
+    a, s = _a_s(schedule, t, x_t)
     return s * x_t + a * pred
 
 
@@ -82,9 +83,9 @@ def to_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t, pred: torch.Tensor, par
     checks.same_shape(pred, x_t, "pred", "x_t")
     if parameterization == "x0":
         return pred
-    a, s = _a_s(schedule, t, x_t)
     if parameterization == "eps":
-        return (x_t - s * pred) / a
+        return predict_x0_from_eps(schedule, x_t, t, pred)      # (2.4) solved for x₀: the package's one copy
+    a, s = _a_s(schedule, t, x_t)
     return a * x_t - s * pred
 
 

@@ -156,11 +156,19 @@ class TrainConfig:
 
             base = cls(**get_preset(preset).train)
         base = base if base is not None else cls()
-        if "ema_decay" in overrides and "ema_power" not in overrides:
-            overrides["ema_power"] = None
-        if overrides.get("ema_power") is not None and "ema_decay" not in overrides:
-            overrides["ema_decay"] = None
+        cls.settle_ema(overrides, set(overrides))
         return dataclasses.replace(base, **overrides)
+
+    @staticmethod
+    def settle_ema(values: dict, given) -> None:
+        """The one rule for overriding the EMA of a preset or config, applied to ``values`` in place (``given``:
+        the names set explicitly). An explicit ``ema_decay`` switches a power EMA off (so ``ema_decay=None`` means
+        no EMA at all), and an explicit non-None ``ema_power`` a constant one. :meth:`resolve` and the CLI's
+        ``--ema`` / ``--ema-power`` both use it."""
+        if "ema_decay" in given and "ema_power" not in given:
+            values["ema_power"] = None
+        if "ema_power" in given and values.get("ema_power") is not None and "ema_decay" not in given:
+            values["ema_decay"] = None
 
 
 @dataclass
