@@ -57,12 +57,13 @@ def checkpoint_files(path) -> dict[str, Path]:
             "state": stem.with_name(name + ".state.safetensors")}
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare network inside DDP / ``AveragedModel`` (``.module``), ``torch.compile`` (``._orig_mod``) and
-    :class:`~diffusion_lab.parameterization.EpsFromPrediction` (``.net``)."""
+def _layers(model: nn.Module):
+    """``model``, then each module it wraps, down to the bare network: DDP / ``AveragedModel`` (``.module``),
+    ``torch.compile`` (``._orig_mod``) and :class:`~diffusion_lab.parameterization.EpsFromPrediction` (``.net``)."""
     from .parameterization import EpsFromPrediction
 
     while True:
+        yield model
         if hasattr(model, "_orig_mod"):
             model = model._orig_mod
         elif isinstance(model, EpsFromPrediction):
@@ -70,7 +71,15 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         elif isinstance(model, (nn.parallel.DistributedDataParallel, torch.optim.swa_utils.AveragedModel)):
             model = model.module
         else:
-            return model
+            return
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare network inside DDP / ``AveragedModel`` (``.module``), ``torch.compile`` (``._orig_mod``) and
+    :class:`~diffusion_lab.parameterization.EpsFromPrediction` (``.net``)."""
+    for layer in _layers(model):
+        pass
+    return layer
 
 
 def file_sha256(path) -> str:
@@ -202,14 +211,7 @@ def _prediction_of(model: nn.Module, train_config: dict | None) -> str:
     wrapper), else ``train_config["prediction"]``, else ``"eps"``; a disagreement of the two is an error."""
     from .parameterization import PARAMETERIZATIONS, EpsFromPrediction
 
-    m, wrapped = model, None
-    while m is not None:
-        if isinstance(m, EpsFromPrediction):
-            wrapped = m.parameterization
-            break
-        m = getattr(m, "_orig_mod", None) or (
-            m.module if isinstance(m, (nn.parallel.DistributedDataParallel, torch.optim.swa_utils.AveragedModel))
-            else None)
+    wrapped = next((m.parameterization for m in _layers(model) if isinstance(m, EpsFromPrediction)), None)
     configured = (train_config or {}).get("prediction")
     if wrapped and configured and wrapped != configured:
         raise ValueError(f"the model is an EpsFromPrediction({wrapped!r}) but train_config says "
