@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "diffusion_lab"
 # what every layer may use; checkpoint (storage of networks) sits between the networks and the procedures that save
 # them; pretrained and reader_models load what the procedures made; the command line is the bottom.
 LAYERS = [
-    ("ground", {"errors", "checks", "profile"}),
+    ("ground", {"errors", "checks", "profile", "glue"}),
     ("data", {"data"}),
     ("schedule", {"schedules"}),
     ("diffusion math", {"diffusion", "likelihood", "gaussian_mixture", "oracles", "parameterization"}),

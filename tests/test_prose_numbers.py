@@ -1,0 +1,97 @@
+"""Every figure in the book's prose comes from a cell (GUIDE §4, issue 18).
+
+A number that a cell measures or derives (a metric, a ratio, a percentage, a z-score, a time) is pasted into the
+text with myst-nb's glue, ``{glue:text}`key:.3f``` (or ``{glue:text}`other.ipynb::key:.3f``` from another page), so
+re-executing a chapter updates its prose. This test reads the markdown of every chapter, the intro and the
+appendices, takes out what is not a figure (glue roles, code, links, equation and section numbers, versions) and
+fails on any decimal number, percentage or "N×" ratio left over that is not one of the definitional constants
+allowlisted below. Integers (T = 1000, batch 64, 48,000 images) are constants one chooses and are not scanned.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+PAGES = sorted(BOOK.glob("[0-9][0-9]_*.ipynb")) + sorted(BOOK.glob("*.md"))
+
+# ---------------------------------------------------------------------------------------------------------------
+# What is not a figure: removed before the scan (structure, not values).
+STRUCTURE = [
+    r"\{glue(?::\w+)?\}`[^`]*`",                       # a glued value (the point of the test)
+    r"```\{glue[^\n]*\n.*?```",                        # glue directives
+    r"```(?!\{)[^\n]*\n.*?```",                        # fenced code examples
+    r"\{(?:eq|numref|ref|doc|download|term|math:numref)\}`[^`]*`",   # cross-references
+    r"`[^`]*[A-Za-z_=(\[][^`]*`",                      # inline code (an argument value is code, not prose)
+    r"\]\([^)]*\)",                                    # link targets
+    r"<https?://[^>]*>|https?://\S+",                  # bare URLs
+    r"^\([\w-]+\)=\s*$",                               # MyST labels
+    r"\\tag\{\d+\.\d+\}",                              # equation tags
+    r"\\label\{[^}]*\}",
+    r"(?<![\d.])\(\d\.\d{1,2}[a-z]?\)(?:\s*[–-]\s*\(\d\.\d{1,2}[a-z]?\))?",   # equation references: (5.2), (5.5)–(5.7)
+    r"(?i)\b(?:sections?|§|§§|chapters?|eqs?\.|equations?|figure|table|algorithm|appendix)\s*\d+\.\d+"
+    r"(?:\s*(?:,|and|–|-|to)\s*\d+\.\d+)*",            # section and equation numbers named in words
+    r"^#+\s+\d+\.\d+",                                 # numbered headings
+    r"(?<![\d.])\d+\.\d+\.\d+(?:\.\w+)?",              # versions (torch 2.13.0)
+    r"(?:==|>=|<=|≥|~=)\s*\d+(?:\.\d+)+",              # version requirements
+    r"(?<![\d.])\d+\s*(?:×|\\times)\s*\d+(?![\d.])",      # sizes: 8×8 images, 28 \times 28
+]
+
+# ---------------------------------------------------------------------------------------------------------------
+# Definitional constants: values one chooses (or a paper chose), never measured here. Keep this list short; each
+# entry says why the number may be typed.
+CONSTANTS = [
+    (r"0\.0001|10\^\{-4\}", "β_1 of the seed's linear schedule"),
+    (r"0\.02\b", "β_T of the seed's linear schedule"),
+    (r"0\.008\b", "the cosine schedule's offset s (Nichol & Dhariwal)"),
+]
+# Constants of one page: {page name: [(regex, reason)]}
+PAGE_CONSTANTS: dict[str, list[tuple[str, str]]] = {
+}
+
+INTEGER = r"\d{1,3}(?:,\d{3})+|\d+"       # 48,000 or 48000
+NUMBER = re.compile(
+    rf"(?<![\w.])(?:{INTEGER})?\.\d+(?:\s*(?:%|\\%|×|\\times(?!\s*10)|times\b|-?fold\b))?"   # a decimal (and its unit)
+    rf"|(?<![\w.])(?:{INTEGER})\s*(?:%|\\%|×|times\b|-?fold\b)"                     # an integer percentage or ratio
+)
+
+
+def _markdown(page: Path) -> list[tuple[str, str]]:
+    """[(where, markdown text)] of a page: each markdown cell of a notebook, or the whole .md file."""
+    if page.suffix == ".md":
+        return [(page.name, page.read_text())]
+    nb = json.loads(page.read_text())
+    return [(f"{page.name} cell {i}", "".join(c["source"])) for i, c in enumerate(nb["cells"])
+            if c["cell_type"] == "markdown"]
+
+
+def typed_figures(text: str, page: str) -> list[str]:
+    """The decimal numbers, percentages and ratios of ``text`` that are neither glued nor allowlisted."""
+    for pattern in STRUCTURE:
+        text = re.sub(pattern, " ", text, flags=re.S | re.M)
+    for pattern, _why in CONSTANTS + PAGE_CONSTANTS.get(page, []):
+        text = re.sub(rf"(?<![\w.])(?:{pattern})(?![\d])", " ", text)
+    return [m.group(0).strip() for m in NUMBER.finditer(text)]
+
+
+def test_scanner_finds_typed_figures_and_spares_structure():
+    typed = "The shipped model scores 96.0 % and FD 10.64, 16× the images, 25% more, 25 times, 50-fold, 2480×."
+    assert typed_figures(typed, "x.md") == ["96.0 %", "10.64", "16×", "25%", "25 times", "50-fold", "2480×"]
+    spared = ("## 5.1 The bound\nBy (5.2) and (5.5)–(5.7), section 5.8 and eq. 4.9; {glue:text}`fd:.2f` and "
+              "{glue:text}`05_training.ipynb::acc:.1%`; `ema_decay=0.999`; torch 2.13.0; $\\beta_T = 0.02$; 8×8 digits.\n"
+              "```python\nx = 0.5\n```\n$$\na = b\n\\tag{5.3}\n$$")
+    assert typed_figures(spared, "x.md") == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_typed_figure_in_the_prose(page):
+    found = [(where, n) for where, text in _markdown(page) for n in typed_figures(text, page.name)]
+    assert not found, (
+        f"{page.name}: {len(found)} figure(s) typed into the prose; glue them from the cell that computes them "
+        "(myst_nb.glue(name, value, display=False) and {glue:text}`name:.3f`), or allowlist a definitional "
+        "constant in tests/test_prose_numbers.py with its reason:\n"
+        + "\n".join(f"  {where}: {n}" for where, n in found))
