@@ -51,6 +51,9 @@ def test_jupyter_book_config_renders_committed_outputs():
 def test_one_repository_url():
     url = _config_repo_url()
     assert diffusion_lab.REPO_URL == url
+    import tomllib
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get("urls", {})
+    assert set(urls.values()) <= {url}, f"pyproject.toml's project.urls must be {url}, got {urls}"
     for nb in NOTEBOOKS:
         first = _load(nb)["cells"][0]
         src = "".join(first["source"])
