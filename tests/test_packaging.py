@@ -4,6 +4,7 @@ breaking every reader's `pip install` on the date it announces (setuptools' `pro
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -47,11 +48,16 @@ def test_deprecation_scan_catches_setuptools_notice():
 
 def test_wheel_builds_without_deprecation_notices(tmp_path):
     """A fresh, isolated build (the newest setuptools from the index, as a new reader's `pip install` gets it)."""
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-v", "-w", str(tmp_path),
+    src = tmp_path / "src"                # a copy: setuptools writes build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT / "diffusion_lab", src / "diffusion_lab", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    out = tmp_path / "wheel"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-v", "-w", str(out),
                            "--disable-pip-version-check"], capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"pip wheel failed:\n{log[-3000:]}"
-    wheels = list(tmp_path.glob("diffusion_lab-*.whl"))
+    wheels = list(out.glob("diffusion_lab-*.whl"))
     assert wheels, "no wheel was built"
     found = deprecations(log)
     assert not found, "the build prints deprecation notices:\n" + "\n".join(found)
