@@ -194,15 +194,56 @@ class OptimalDenoiser:
     With ``conditional=False`` (the default) ``y`` is ignored. With ``conditional=True`` each component is a class
     (``num_classes`` = K): ``y`` in [0, K) gives that component's ε, the null label K (or ``y=None``) the mixture's,
     exactly like a CFG model trained with label dropout; :meth:`classifier` is the exact noise-aware classifier.
+
+    With ``labels`` (one class per component, shape (K,), values 0 … C−1, every class owning at least one
+    component) a class may own a *group* of components: the data of class y is the sub-mixture of its components,
+    q(x_0 | y) = Σ_{k: label_k = y} w_k N(μ_k, Σ_k) / p(y) with p(y) = Σ_{k: label_k = y} w_k (:meth:`sub_mixture`,
+    :attr:`label_prior`), and ``num_classes`` = C. This is the exact conditional denoiser of book chapter 8:
+
+    * ``model(x_t, t, y)`` for y in [0, C) is ε*(x_t, t, y) = E[ε | x_t, y] = −√(1−ᾱ_t) ∇ log q_t(x_t | y)
+      (Tweedie, eq. 4.11, applied to the sub-mixture): the responsibility-weighted score of y's own components;
+    * the null label C (or ``y=None``) gives ε*(x_t, t, ∅) = E[ε | x_t], the whole mixture's, which is the
+      posterior average Σ_y p_t(y | x_t) ε*(x_t, t, y) of eq. (8.5) — what label dropout (8.4) trains ∅ towards;
+    * :meth:`classifier` gives log p_t(y | x_t) = log Σ_{k: label_k = y} w_k N_k(x_t) − log q_t(x_t) (Bayes on the
+      diffused components, eq. 4.10), whose gradient is −(ε*(y) − ε*(∅)) / √(1−ᾱ_t), eq. (8.6): the implicit
+      classifier of classifier-free guidance.
+
+    ``conditional=True`` is ``labels=range(K)``.
     """
 
-    def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule, *, conditional: bool = False):
+    def __init__(self, mixture: GaussianMixture, schedule: NoiseSchedule, *, conditional: bool = False,
+                 labels=None):
         if not isinstance(mixture, GaussianMixture):
             raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
         check_schedule(schedule)
         self.mixture = mixture
         self.schedule = schedule
-        self.num_classes = mixture.K if conditional else None
+        if labels is not None:
+            labels = _component_labels(labels, mixture.K)
+        elif conditional:
+            labels = torch.arange(mixture.K)
+        self.labels = labels                                   # (K,) class of each component, or None
+        self.num_classes = None if labels is None else int(labels.max()) + 1
+
+    @property
+    def label_prior(self) -> torch.Tensor:
+        """p(y) = Σ_{k: label_k = y} w_k, shape (num_classes,), float64 (needs labels)."""
+        self._need_labels("label_prior")
+        return torch.zeros(self.num_classes, dtype=_F64).index_add_(0, self.labels, self.mixture.weights)
+
+    def sub_mixture(self, y: int) -> GaussianMixture:
+        """q(x_0 | y): the mixture of the components of class ``y``, their weights renormalised (needs labels)."""
+        self._need_labels("sub_mixture")
+        if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < self.num_classes:
+            raise ValueError(f"y must be a class in [0, {self.num_classes}), got {y!r}")
+        own = torch.nonzero(self.labels == y)[:, 0]
+        m = self.mixture
+        return GaussianMixture(m.weights[own], m.means[own], m.covs[own])
+
+    def _need_labels(self, what):
+        if self.num_classes is None:
+            raise ValueError(f"{what} needs a labelled denoiser: OptimalDenoiser(mixture, schedule, labels=...) "
+                             "or conditional=True")
 
     def _prep(self, x, t):
         xf = self.mixture._flat(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
@@ -244,33 +285,57 @@ class OptimalDenoiser:
         return self.mixture.diffuse(float(self.schedule.alpha_bars[t]))
 
     def classifier(self, x_t, t) -> torch.Tensor:
-        """The exact noise-aware classifier: logits log p(y=k | x_t) of shape (B, K), in x_t's dtype and device,
-        differentiable in x_t (so classifier guidance can take its gradient)."""
+        """The exact noise-aware classifier: logits log p_t(y | x_t) of shape (B, num_classes) (B, K without
+        labels: the components' posteriors), normalised, in x_t's dtype and device, differentiable in x_t (so
+        classifier guidance can take its gradient)."""
         B = x_t.shape[0]
         xf = x_t.reshape(B, -1).to(_F64)
         if xf.shape[1] != self.mixture.D:
             self.mixture._flat(x_t.detach())                                   # raises the shape error
         t = checks.timesteps(t, self.schedule.T, B, device=torch.device("cpu"))
         logw, _ = self.mixture._components(xf.cpu(), self.schedule.alpha_bars[t])
-        return torch.log_softmax(logw, dim=1).to(device=x_t.device, dtype=x_t.dtype)
+        log_post = torch.log_softmax(logw, dim=1)                              # log p_t(component k | x_t)
+        if self.labels is not None and not torch.equal(self.labels, torch.arange(self.mixture.K)):
+            # a class owning several components: log Σ over its components (8.6)
+            log_post = torch.stack([torch.logsumexp(log_post[:, self.labels == c], dim=1)
+                                    for c in range(self.num_classes)], dim=1)
+        return log_post.to(device=x_t.device, dtype=x_t.dtype)
 
     def __call__(self, x_t, t, y=None) -> torch.Tensor:
         xf, ab = self._prep(x_t, t)
         if self.num_classes is None or y is None:
             s = self.mixture._log_prob_score(xf, ab)[1]
         else:
-            # with labels: component y's own score, the mixture's for the null label K
+            # with labels: the score of class y's own components (4.11), the whole mixture's for the null label
             y = checks.labels(y, xf.shape[0], self.num_classes, allow_null=True, device=torch.device("cpu"))
             logw, grad = self.mixture._components(xf, ab)
-            s_mix = (torch.softmax(logw, dim=1)[:, :, None] * grad).sum(1)
-            s_y = grad[torch.arange(xf.shape[0]), y.clamp(max=self.num_classes - 1)]
-            s = torch.where((y == self.num_classes)[:, None], s_mix, s_y)
+            own = (self.labels[None, :] == y[:, None]) | (y == self.num_classes)[:, None]     # (B, K)
+            resp = torch.softmax(logw.masked_fill(~own, -math.inf), dim=1)   # responsibilities within the class
+            s = (resp[:, :, None] * grad).sum(1)
         eps = -(1.0 - ab).sqrt()[:, None] * s                                 # eq. (4.11)
         return eps.reshape(x_t.shape).to(device=x_t.device, dtype=x_t.dtype)
 
     def __repr__(self):
-        labels = "" if self.num_classes is None else ", conditional=True"
+        labels = "" if self.num_classes is None else f", labels={self.labels.tolist()}"
         return f"OptimalDenoiser({self.mixture!r}, {self.schedule!r}{labels})"
+
+
+def _component_labels(labels, K: int) -> torch.Tensor:
+    """``labels`` as a LongTensor (K,) of classes 0 … C−1 with every class owning a component, or a ValueError."""
+    try:
+        lab = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"labels must be a sequence of K = {K} class indices, got {labels!r}") from err
+    if lab.dim() != 1 or lab.shape[0] != K or lab.dtype.is_floating_point or lab.dtype == torch.bool:
+        raise ValueError(f"labels must give one integer class per component, shape ({K},), got {labels!r}")
+    lab = lab.long().cpu()
+    if (lab < 0).any():
+        raise ValueError(f"labels must be >= 0, got {lab.tolist()}")
+    missing = sorted(set(range(int(lab.max()) + 1)) - set(lab.tolist()))
+    if missing:
+        raise ValueError(f"classes {missing} own no component: labels must use every class 0 ... C-1, "
+                         f"got {lab.tolist()}")
+    return lab
 
 
 def optimal_eps_model(mixture: GaussianMixture, schedule: NoiseSchedule) -> OptimalDenoiser:
@@ -312,6 +377,7 @@ class _IsotropicGaussianOracle(OptimalDenoiser):
     def __init__(self, schedule, mean: float, std: float):
         check_schedule(schedule)
         self.schedule, self.num_classes, self._mean, self._std, self._by_dim = schedule, None, mean, std, {}
+        self.labels = None
 
     @property
     def mixture(self) -> GaussianMixture:

@@ -123,3 +123,37 @@ def test_judge_rejects_wrong_shapes(judge):
     with pytest.raises(ValueError, match="labels"):
         judge.accuracy(torch.zeros(4, 1, 8, 8), torch.zeros(3, dtype=torch.long))
     assert math.isclose(float(metrics.class_histogram(torch.zeros(7, 1, 8, 8) - 1, judge).sum()), 1.0)
+
+
+# ----------------------------------------------------------------------------- paired bootstrap (margins)
+def test_paired_bootstrap_points_are_the_metrics_and_spreads_are_sane(judge, test_split):
+    """The point values are the package's three measures; a set against itself differs by exactly 0; the accuracy's
+    bootstrap spread is the binomial standard error; a degraded set is separated from the real one by many SEs."""
+    x, y = test_split
+    idx = torch.cat([torch.nonzero(y == k)[:20, 0] for k in range(10)])
+    x, y = x[idx], y[idx]
+    noisy = (x + 0.8 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    ps = metrics.paired_bootstrap({"real": x, "noisy": noisy}, y, judge, n_boot=100, seed=1)
+    for key, imgs in (("real", x), ("noisy", noisy)):
+        assert ps[key]["acc"] == pytest.approx(metrics.conditional_accuracy(imgs, y, judge), abs=1e-12)
+        assert ps[key]["fd"] == pytest.approx(metrics.frechet_distance_to_data(imgs, judge), rel=1e-9)
+        assert ps[key]["div"] == pytest.approx(metrics.diversity(imgs, judge, labels=y)["pairwise_ratio"], rel=1e-9)
+    p = ps["noisy"]["acc"]
+    assert ps.se("acc", "noisy") == pytest.approx(math.sqrt(p * (1 - p) / len(y)), rel=0.35)
+    assert ps.se("fd", "real", "real") == 0 and ps.diff("div", "noisy", "noisy") == 0
+    assert ps.z("fd", "noisy", "real") > 5 and ps.z("acc", "real", "noisy") > 5
+
+
+def test_paired_bootstrap_refuses_bad_input(judge, test_split):
+    x, y = test_split
+    with pytest.raises(ValueError, match="labels has"):
+        metrics.paired_bootstrap({"a": x[:10]}, y[:12], judge)
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.paired_bootstrap({"a": x[:3]}, torch.tensor([0, 1, 1]), judge)
+    with pytest.raises(ValueError, match="n_boot"):
+        metrics.paired_bootstrap({"a": x[:4]}, torch.tensor([0, 0, 1, 1]), judge, n_boot=1)
+    ps = metrics.paired_bootstrap({"a": x[:4]}, torch.tensor([0, 0, 1, 1]), judge, n_boot=3)
+    with pytest.raises(ValueError, match="stat"):
+        ps.se("fid", "a")
+    with pytest.raises(KeyError, match="no sample set"):
+        ps.se("fd", "b")
