@@ -9,6 +9,8 @@ Both use unbiased U-statistics for the within-sample terms, so their estimate ca
 
 * :func:`mode_coverage`: which of the 8 Gaussians receive samples. A sample belongs to a mode if it lies within
   3σ = 0.3 of its centre; a mode is covered when it gets at least a quarter of its fair share n/8.
+* :class:`SampleJudge`: all of the above for one set of samples against fixed held-out points, each set judged
+  once (chapter 1's comparison tables look the same samples up several times).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import math
 
 import torch
 
-__all__ = ["energy_distance", "mmd2", "mode_coverage", "FittedGaussian", "eight_gaussians_mixture",
+__all__ = ["energy_distance", "mmd2", "mode_coverage", "SampleJudge", "FittedGaussian", "eight_gaussians_mixture",
            "EIGHT_GAUSSIANS_CENTERS", "EIGHT_GAUSSIANS_STD", "DEFAULT_BANDWIDTHS"]
 
 # The same construction as diffusion_lab.data.make_toy("eight_gaussians"): centres on a circle of radius 1.5.
@@ -82,6 +84,49 @@ def mode_coverage(samples: torch.Tensor, centers: torch.Tensor = EIGHT_GAUSSIANS
     counts = torch.bincount(which[near], minlength=K)
     covered = int((counts >= min_share * n / K).sum())
     return {"covered": covered, "counts": counts.tolist(), "in_mode": float(near.double().mean())}
+
+
+class SampleJudge:
+    """The measures of chapter 1's comparison for sets of 2-D samples against fixed held-out points.
+
+    ``judge = SampleJudge(x_held)``, then ``judge(samples)`` returns a new dict with
+
+    * ``"energy"``: :func:`energy_distance` to the held-out points,
+    * ``"mmd"``: :func:`mmd2` to the held-out points,
+    * ``"modes"`` and ``"in_mode"``: modes covered and the fraction of samples inside some mode
+      (:func:`mode_coverage` with ``centers`` and ``std``, the 8 Gaussians by default).
+
+    Each set of samples is judged once: the result is kept for that tensor object (a reference to it is held, so its
+    ``id`` cannot be reused) and computed again only if the tensor was changed in place since. A different tensor
+    with the same values is judged afresh. ``evaluations`` counts the sets actually judged.
+    """
+
+    def __init__(self, reference: torch.Tensor, centers: torch.Tensor = EIGHT_GAUSSIANS_CENTERS,
+                 std: float = EIGHT_GAUSSIANS_STD):
+        if not isinstance(reference, torch.Tensor) or reference.dim() != 2 or reference.shape[0] < 2:
+            got = tuple(reference.shape) if isinstance(reference, torch.Tensor) else type(reference).__name__
+            raise ValueError(f"reference must be the held-out points, a tensor of shape (N, D) with N >= 2, got {got}")
+        if not isinstance(centers, torch.Tensor) or centers.dim() != 2 or centers.shape[1] != reference.shape[1]:
+            raise ValueError(f"centers must have shape (K, {reference.shape[1]}), the reference's dimension")
+        if not std > 0:
+            raise ValueError(f"std must be > 0, got {std!r}")
+        self.reference, self.centers, self.std = reference, centers, float(std)
+        self.evaluations = 0
+        self._cache: dict[int, tuple[torch.Tensor, int, dict]] = {}
+
+    def __call__(self, samples: torch.Tensor) -> dict:
+        if not isinstance(samples, torch.Tensor):
+            raise TypeError(f"samples must be a tensor of shape (N, {self.reference.shape[1]}), "
+                            f"got {type(samples).__name__}")
+        hit = self._cache.get(id(samples))
+        if hit is not None and hit[0] is samples and hit[1] == samples._version:
+            return dict(hit[2])
+        cov = mode_coverage(samples, self.centers, self.std)
+        result = {"energy": energy_distance(samples, self.reference), "mmd": mmd2(samples, self.reference),
+                  "modes": cov["covered"], "in_mode": cov["in_mode"]}
+        self._cache[id(samples)] = (samples, samples._version, result)
+        self.evaluations += 1
+        return dict(result)
 
 
 def eight_gaussians_mixture():

@@ -4,6 +4,9 @@
   (1.2)  for a fixed G the best discriminator is D*(x) = p_data(x) / (p_data(x) + p_g(x))
   (1.3)  non-saturating generator loss: L_G = −E_z[log D(G(z))]  (Goodfellow et al. 2014, §3)
 
+``train_gan(..., generator_loss="saturating")`` trains the generator on (1.1)'s own term E_z[log(1 − D(G(z)))]
+instead, for comparison (chapter 1, exercise 2).
+
 Training is unsupervised: the data carry no labels; the "real"/"fake" targets of the discriminator are made up by
 the algorithm itself (1 for a data point, 0 for a generated one).
 """
@@ -15,7 +18,9 @@ import torch.nn.functional as F
 
 from ._common import BaselineResult, Timer, batches, check_positive_int, check_train_args, mlp, model_for
 
-__all__ = ["GAN", "gan_losses", "optimal_discriminator", "train_gan"]
+__all__ = ["GAN", "gan_losses", "optimal_discriminator", "train_gan", "GENERATOR_LOSSES"]
+
+GENERATOR_LOSSES = ("non_saturating", "saturating")
 
 
 class GAN(nn.Module):
@@ -61,13 +66,20 @@ def optimal_discriminator(log_p_data: torch.Tensor, log_p_g: torch.Tensor) -> to
 
 def train_gan(x: torch.Tensor, *, steps: int = 3000, seed: int = 0, batch_size: int = 256, lr: float = 1e-3,
               latent_dim: int = 2, hidden: int = 64, layers: int = 2, betas=(0.5, 0.9),
-              model: GAN | None = None, callback=None, callback_every: int = 100) -> BaselineResult:
+              model: GAN | None = None, callback=None, callback_every: int = 100,
+              generator_loss: str = "non_saturating") -> BaselineResult:
     """Train a GAN on ``x`` (N, D) by alternating one discriminator and one generator Adam step.
 
+    ``generator_loss`` is ``"non_saturating"`` (eq. 1.3, minimise −E log D(G(z)); the default) or ``"saturating"``
+    (minimise E log(1 − D(G(z))), the generator's term of eq. 1.1, whose gradient vanishes where D rejects a fake).
     ``callback(step, model)`` (model in eval mode) runs every ``callback_every`` steps and after the last.
-    Returns a :class:`BaselineResult` with losses ``{"d": [...], "g": [...]}`` (eq. 1.1 / 1.3 per step).
+    Returns a :class:`BaselineResult` with losses ``{"d": [...], "g": [...]}``: L_D of eq. (1.1) and the generator
+    loss that was minimised, per step.
     """
     x = check_train_args(x, steps=steps, batch_size=batch_size, seed=seed, lr=lr, callback_every=callback_every)
+    if generator_loss not in GENERATOR_LOSSES:
+        raise ValueError(f"generator_loss must be one of {GENERATOR_LOSSES}, got {generator_loss!r}")
+    saturating = generator_loss == "saturating"
     torch.manual_seed(seed)
     gan = model_for(x, model, lambda: GAN(x.shape[1], latent_dim, hidden, layers))
     gen = torch.Generator().manual_seed(seed)
@@ -85,8 +97,9 @@ def train_gan(x: torch.Tensor, *, steps: int = 3000, seed: int = 0, batch_size: 
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-            # generator step: non-saturating loss (1.3)
-            g_loss = F.softplus(-gan.discriminator(gan.generator(z))).mean()   # L_G of gan_losses
+            # generator step: non-saturating loss (1.3), or (1.1)'s term log(1 - D) = -softplus(logit)
+            fake_logits = gan.discriminator(gan.generator(z))
+            g_loss = -F.softplus(fake_logits).mean() if saturating else F.softplus(-fake_logits).mean()
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
