@@ -51,6 +51,10 @@ CONSTANTS = [
 ]
 # Constants of one page: {page name: [(regex, reason)]}
 PAGE_CONSTANTS: dict[str, list[tuple[str, str]]] = {
+    "03_reverse_process.ipynb": [
+        (r"0\.3", "mean of chapter 3's toy data N(0.3, 0.4²) and N(0.3, 0.02²)"),
+        (r"0\.4", "standard deviation of chapter 3's toy data N(0.3, 0.4²)"),
+    ],
 }
 
 INTEGER = r"\d{1,3}(?:,\d{3})+|\d+"       # 48,000 or 48000
