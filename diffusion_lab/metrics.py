@@ -310,7 +310,7 @@ class PairedScores:
     :func:`conditional_accuracy`, :func:`frechet_distance_to_data` and ``diversity(..., labels)["pairwise_ratio"]``.
     ``se(stat, a)`` is the bootstrap standard deviation of set ``a``'s statistic, ``se(stat, a, b)`` that of the
     paired difference a − b (the same resampled items in both), ``diff(stat, a, b)`` the difference itself and
-    ``z(stat, a, b)`` their ratio.
+    ``z(stat, a, b)`` their ratio; ``draws(stat, a)`` the resampled values themselves.
     """
 
     STATS = ("acc", "fd", "div")
@@ -327,6 +327,11 @@ class PairedScores:
         if key not in self.keys:
             raise KeyError(f"no sample set {key!r}; the sets are {self.keys}")
         return self._boot[stat][:, self.keys.index(key)]
+
+    def draws(self, stat: str, key) -> torch.Tensor:
+        """The ``n_boot`` resampled values of set ``key``'s statistic (paired across sets: draw i of every set
+        used the same items), for the spread of a derived quantity such as a ratio of differences."""
+        return self._column(stat, key).clone()
 
     def se(self, stat: str, a, b=None) -> float:
         col = self._column(stat, a) if b is None else self._column(stat, a) - self._column(stat, b)

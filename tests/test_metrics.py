@@ -141,6 +141,7 @@ def test_paired_bootstrap_points_are_the_metrics_and_spreads_are_sane(judge, tes
     p = ps["noisy"]["acc"]
     assert ps.se("acc", "noisy") == pytest.approx(math.sqrt(p * (1 - p) / len(y)), rel=0.35)
     assert ps.se("fd", "real", "real") == 0 and ps.diff("div", "noisy", "noisy") == 0
+    assert ps.draws("fd", "noisy").std().item() == pytest.approx(ps.se("fd", "noisy"))
     assert ps.z("fd", "noisy", "real") > 5 and ps.z("acc", "real", "noisy") > 5
 
 

@@ -55,6 +55,11 @@ PAGE_CONSTANTS: dict[str, list[tuple[str, str]]] = {
         (r"0\.3", "mean of chapter 3's toy data N(0.3, 0.4²) and N(0.3, 0.02²)"),
         (r"0\.4", "standard deviation of chapter 3's toy data N(0.3, 0.4²)"),
     ],
+    "08_classifier_free_guidance.ipynb": [
+        (r"0\.1–0\.2", "the label-dropout range the CFG paper recommends (cited)"),
+        (r"7\.5", "diffusers' default guidance_scale (cited)"),
+        (r"6\.5", "that default written as w = guidance_scale − 1"),
+    ],
 }
 
 INTEGER = r"\d{1,3}(?:,\d{3})+|\d+"       # 48,000 or 48000
