@@ -5,11 +5,13 @@
 
 Prints, per page: the display equations wider than their column at that width (the ones to split with
 ``aligned``), the code cells and printed outputs that need horizontal scrolling, the code column in characters,
-and the page weight (bytes of every file the page requested, uncompressed; fonts separately).
+and the page weight (bytes of every file the page requested, as stored and gzipped; the Noto Sans SC chunks
+separately).
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import sys
@@ -36,8 +38,18 @@ def local_file(url: str) -> Path | None:
     return p if p.is_file() else None
 
 
-def weight(urls: list[str]) -> tuple[int, int, list[str]]:
-    total = fonts = 0
+COMPRESSIBLE = {".html", ".js", ".css", ".svg", ".json", ".txt", ".ttf", ".woff", ""}
+
+
+def gzipped(p: Path) -> int:
+    """Bytes over the wire from a server that gzips text (fonts in woff2 and images are sent as they are)."""
+    if p.suffix not in COMPRESSIBLE:
+        return p.stat().st_size
+    return len(gzip.compress(p.read_bytes(), 6))
+
+
+def weight(urls: list[str]) -> tuple[int, int, int, list[str]]:
+    total = wire = fonts = 0
     unknown = []
     for u in dict.fromkeys(urls):          # each file once, as a browser cache would
         if u.startswith("data:"):
@@ -48,9 +60,10 @@ def weight(urls: list[str]) -> tuple[int, int, list[str]]:
             continue
         n = p.stat().st_size
         total += n
+        wire += gzipped(p)
         if p.suffix in (".woff2", ".woff", ".ttf") and "noto-sans-sc" in p.name:
             fonts += n
-    return total, fonts, unknown
+    return total, wire, fonts, unknown
 
 
 def main(argv=None) -> int:
@@ -78,17 +91,18 @@ def main(argv=None) -> int:
     print(f"\n{n_wide} of {n_eq} display equations are wider than their column at {w} px.\n")
     print(f"## Code at {w} px, and page weight\n")
     print("| page | code cells scrolling | outputs scrolling | other code scrolling | code column (chars) "
-          "| page weight | of it Noto Sans SC |")
-    print("|---|---|---|---|---|---|---|")
+          "| page weight | gzipped | of it Noto Sans SC |")
+    print("|---|---|---|---|---|---|---|---|")
     for page, rep in data.items():
         if w not in rep:
             continue
         m = rep[w]
-        total, fonts, unknown = weight(rep.get("requested", []))
+        total, wire, fonts, unknown = weight(rep.get("requested", []))
         cc = f"{m['code_chars']:.1f}" if m.get("code_chars") else "-"
         c = {k: f"{sum(b['scrolls'] for b in m[k])} / {len(m[k])}" for k in ("code", "outputs", "other_code")}
         print(f"| {page} | {c['code']} | {c['outputs']} | {c['other_code']} | {cc} | "
-              f"{total / 1e6:.2f} MB | {fonts / 1e3:.0f} kB |" + (f" (+{len(unknown)} unmapped)" if unknown else ""))
+              f"{total / 1e6:.2f} MB | {wire / 1e6:.2f} MB | {fonts / 1e3:.0f} kB |"
+              + (f" {len(unknown)} requests for missing files" if unknown else ""))
     return 0
 
 
