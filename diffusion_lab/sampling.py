@@ -557,11 +557,12 @@ def dpm_solver_sample(model, schedule: NoiseSchedule, shape, *, steps: int = 10,
 
     The grid is :func:`dpm_solver_timesteps` with ``spacing`` (``"logsnr"``, the default: evenly spaced in λ, as
     Lu et al. recommend for small images; ``"quadratic"``: code indices (T−1)(i/(S−1))², dense at low noise;
-    ``"time"``: :func:`ddim_timesteps`, evenly spaced in t), or the code indices in ``timesteps``. ``order=1`` is DDIM with η = 0 on the same grid, step for
-    step; ``order=2`` (default) uses x̂_0 of the previous step too. The first step and the last one (to x_0,
-    σ = 0) are first order. On the evenly spaced grid the step into code index 0 is far longer in λ than the one
-    before it (λ jumps by about 4 there), so the multistep extrapolation overshoots at few steps: book chapter 9
-    measures it; the log-SNR and quadratic grids keep neighbouring λ steps comparable.
+    ``"time"``: :func:`ddim_timesteps`, evenly spaced in t), or the code indices in ``timesteps``. ``order=1``
+    is DDIM with η = 0 on the same grid, step for step; ``order=2`` (default) uses x̂_0 of the previous step too.
+    The first step and the last one (to x_0, σ = 0) are first order. On the evenly spaced grid the last interval,
+    into code index 0, is several times longer in λ than the one before it (λ rises steeply near t = 0), so the
+    multistep extrapolation overshoots at few steps (book chapter 9 measures it); the log-SNR and quadratic grids
+    keep neighbouring λ steps comparable.
 
     It matches diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
     solver_type="midpoint", prediction_type="epsilon", lower_order_final=True, final_sigmas_type="zero")``
