@@ -6,7 +6,8 @@
   gaussian_mixture          ch. 3–4, 6–8  the exact oracle (any Gaussian mixture, with labels and the exact
                                       classifier) for checking everything else; ``oracles`` re-exports two of its names
   models, train, checkpoint ch. 5    UNet / MLP / noisy classifier, the training loop, safetensors checkpoints
-  sampling                  ch. 6    DDPM, DDIM, DDIM inversion
+  sampling                  ch. 6, 9 DDPM, DDIM, DDIM inversion, DPM-Solver++(2M)
+  flow_matching             ch. 9    flow matching: loss, Euler and Heun samplers, training
   guidance                  ch. 7–8  classifier guidance, classifier-free guidance
   metrics                   ch. 6–8  digits judge, Fréchet distance, diversity
   data, widgets, profile    everywhere
