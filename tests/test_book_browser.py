@@ -87,6 +87,10 @@ def browser():
         b.close()
 
 
+CONTENT_TYPES = {".js": "application/javascript", ".mjs": "application/javascript", ".css": "text/css",
+                 ".wasm": "application/wasm", ".json": "application/json"}
+
+
 def _open(browser, url, blocked):
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
 
@@ -96,8 +100,7 @@ def _open(browser, url, blocked):
             return r.continue_()
         local = _local_asset(u)
         if local is not None:
-            ctype = "text/css" if local.suffix == ".css" else "application/javascript"
-            return r.fulfill(path=str(local), content_type=ctype if local.suffix in (".js", ".css") else None)
+            return r.fulfill(path=str(local), content_type=CONTENT_TYPES.get(local.suffix))
         blocked.append(u)
         return r.abort()
 
