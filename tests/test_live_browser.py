@@ -16,6 +16,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -100,9 +101,23 @@ def open_page(browser, url):
 
     page.route("**/*", route)
     page.on("pageerror", lambda e: None if "THEBE_JS_URL" in str(e) else errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not _known(m.text) else None)
+    # A failed load shows in the console without its URL: the responses say which file it was.
+    page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 and not KNOWN_404.search(r.url) else None)
     page.goto(url, wait_until="load")
     return page, errors, blocked
+
+
+# Known and harmless, on every page with widgets, before this widget existed: the widget manager's stylesheet
+# (html-manager 1.0.6) names Font Awesome 5's font files by a wrong relative URL (book/@jupyter-widgets/...),
+# unused since book/_ext/widget_fontawesome.py lets the theme draw the icons; and pydata-sphinx-theme logs an
+# error for an unset theme mode. Any other failed request or console error fails the test.
+KNOWN_404 = re.compile(r"/@jupyter-widgets/html-manager/dist/[0-9a-f]{20}\.(woff2?|ttf|eot|svg)$")
+
+
+def _known(text: str) -> bool:
+    return text.startswith("Failed to load resource") or text.startswith("Got invalid theme mode")
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +267,7 @@ def test_live_sampler_on_built_page(book_server, browser, chapter):
     page.wait_for_selector(".dl-live", timeout=60_000)
     box = page.locator(".dl-live").first
     box.scroll_into_view_if_needed()
-    first = _sample(page, box, sampler="ddim", steps=20, seed=1)
+    first = _sample(page, box, sampler="ddim", seed=1, **{"DDIM steps": 20})
     again = _sample(page, box, seed=1)
     assert again == first, "the same settings and seed must draw the same samples"
     assert _sample(page, box, seed=2) != first, "another seed must draw other samples"

@@ -255,7 +255,7 @@ export async function ddimSample(model, schedule, o) {
 
 // ----------------------------------------------------------------------------- drawing
 // Images (B·C·H·W in [−1, 1]) onto a canvas as a grid, each pixel a `scale`×`scale` block (crisp).
-export function drawGrid(canvas, x, batch, shape, { cols = 8, scale = 6, pad = 2 } = {}) {
+export function drawGrid(canvas, x, batch, shape, { cols = 4, scale = 8, pad = 2 } = {}) {
   const [C, H, W] = shape, rows = Math.ceil(batch / cols);
   const cw = cols * (W * scale + pad) + pad, ch = rows * (H * scale + pad) + pad;
   if (canvas.width !== cw || canvas.height !== ch) { canvas.width = cw; canvas.height = ch; }
@@ -372,7 +372,7 @@ function render({ model, el: host }) {
   };
   sampler.addEventListener("change", syncDdim);
   syncDdim();
-  const panes = el("div", { class: "dl-row", style: "align-items: flex-start; gap: 16px" },
+  const panes = el("div", { class: "dl-row", style: "align-items: flex-start; gap: 24px" },
     el("div", {}, el("div", { class: "dl-caption", text: "x_t" }), xCanvas),
     el("div", {}, el("div", { class: "dl-caption", text: "x̂₀ predicted from x_t" }), x0Canvas));
   root.append(...rows, status, panes, el("div", { class: "dl-caption", text: "trajectory of the first sample: x_t (top), x̂₀ (bottom)" }), traj,
