@@ -25,7 +25,7 @@ import pathlib
 
 from . import checks, export
 
-__all__ = ["LiveSampler", "live_sampler", "MODEL_URL"]
+__all__ = ["MODEL_URL", "live_sampler"]   # and LiveSampler, the widget class, made on first use
 
 MODEL_URL = "_static/live/{name}.onnx"       # relative to the book's root (html data-content_root)
 SAMPLER_CHOICES = ("ddim", "ddpm_beta", "ddpm_beta_tilde")
