@@ -13,7 +13,7 @@ Measures, on the first page of the book that holds the live sampler (or ``--page
 * **Python**: ``ddim_sample`` with ``ClassifierFreeGuidance(2.0)`` on the torch model, the same 16 labels, the
   median of ``--repeats`` runs (torch's default threads), and the ratio browser / Python.
 
-The widget draws its frames while it samples (at most ~20 a second); that drawing is part of the browser's time.
+The widget draws its frames while it samples (at most ~10 a second); that drawing is part of the browser's time.
 A benchmark, not a test: the numbers depend on the machine and its load (printed with them).
 """
 from __future__ import annotations

@@ -12,8 +12,9 @@ onnxruntime-web. What runs where:
 * **the book's static page** (no kernel): the widget state saved in the notebook holds the front end and the
   settings; the first click loads onnxruntime-web from its CDN and the shipped ``.onnx`` file from the book's
   ``_static/live/`` folder (copied there by ``book/_ext/live_models.py``), then samples in the page;
-* **Jupyter and Colab**: the same front end; the kernel sends the model's ONNX bytes to it (the shipped export, or
-  your model exported when the widget is made), and the sampling still runs in the browser, not in the kernel.
+* **Jupyter and Colab**: the same front end, the same first click; given your own model, the kernel exports it when
+  the widget is made and hands its ONNX bytes to the front end (a message, never part of the saved state), and the
+  sampling still runs in the browser, not in the kernel. A saved copy of the page samples the shipped model.
 
 A seed picks the browser's own PRNG (not torch's), so a seed gives the same digits in every browser but not the
 digits ``ddim_sample`` draws from ``torch.manual_seed(seed)``; fed the same noise, the two agree to 1e-4
@@ -42,7 +43,7 @@ def _widget_class():
         meta = tl.Dict().tag(sync=True)                  # the export's metadata: schedule, classes, item shape
         model_name = tl.Unicode("digits-cond").tag(sync=True)
         model_url = tl.Unicode("").tag(sync=True)
-        kernel_model = tl.Bool(False).tag(sync=True)     # True while a kernel holds the bytes to send
+        kernel_model = tl.Bool(False).tag(sync=True)     # whether the kernel has its own model to send
         digit = tl.Union([tl.Int(), tl.Unicode()], default_value=3).tag(sync=True)
         w = tl.Float(2.0).tag(sync=True)
         interval = tl.List(tl.Int(), allow_none=True, default_value=None).tag(sync=True)
@@ -53,15 +54,17 @@ def _widget_class():
         batch = tl.Int(16).tag(sync=True)
         caption = tl.Unicode("").tag(sync=True)
 
-        def __init__(self, onnx: bytes | None = None, **kwargs):
+        def __init__(self, onnx: bytes | None = None, kernel_meta: dict | None = None, kernel_caption: str = "",
+                     **kwargs):
             super().__init__(**kwargs)
-            self._onnx = onnx
+            self._onnx, self._kernel_meta, self._kernel_caption = onnx, kernel_meta, kernel_caption
             self.kernel_model = onnx is not None
             self.on_msg(self._on_msg)
 
         def _on_msg(self, widget, content, buffers):
+            # the front end says hello when it renders: hand it the kernel's model (never part of the saved state)
             if isinstance(content, dict) and content.get("type") == "hello" and self._onnx is not None:
-                self.send({"type": "model"}, [self._onnx])
+                self.send({"type": "model", "meta": self._kernel_meta, "caption": self._kernel_caption}, [self._onnx])
 
     return LiveSampler
 
@@ -94,14 +97,16 @@ def live_sampler(name: str = "digits-cond", *, model=None, schedule=None, digit=
     if sampler not in SAMPLER_CHOICES:
         raise ValueError(f"sampler must be one of {SAMPLER_CHOICES}, got {sampler!r}")
     meta = export.read_metadata(export.web_dir() / f"{name}.onnx")
-    onnx = None
+    onnx = kernel_meta = None
     if (model is None) != (schedule is None):
         raise ValueError("pass both model= and schedule= (your own model), or neither (the shipped export)")
     if model is not None:
+        kernel_meta = export.model_metadata(model, schedule, name=f"{name} (yours)")
+        for key in ("item_shape", "num_classes"):
+            if kernel_meta[key] != meta[key]:
+                raise ValueError(f"your model's {key} {kernel_meta[key]} differs from the shipped {name!r}'s "
+                                 f"{meta[key]}: the page falls back to that one")
         onnx = export.onnx_bytes(model)
-        meta = export.model_metadata(model, schedule, name=f"{name} (yours)")
-        if meta["item_shape"] != export.read_metadata(export.web_dir() / f"{name}.onnx")["item_shape"]:
-            raise ValueError(f"your model's item shape {meta['item_shape']} differs from the shipped {name!r}")
     K = meta["num_classes"]
     if K is not None and not (digit == "all" or (isinstance(digit, int) and 0 <= digit < K)):
         raise ValueError(f"digit must be an int in 0…{K - 1} or 'all', got {digit!r}")
@@ -113,11 +118,15 @@ def live_sampler(name: str = "digits-cond", *, model=None, schedule=None, digit=
         raise ValueError(f"steps must lie in [1, T] = [1, {meta['T']}], got {steps}")
     if interval is not None:
         interval = list(checks.interval(interval))
+    kind = "conditional" if K is not None else "unconditional"
     if caption is None:
-        src = "your model, exported from this kernel" if onnx is not None else f"the shipped {name}"
-        caption = (f"Runs in your browser with onnxruntime-web: {src} (T = {meta['T']}, "
-                   f"{'conditional' if K is not None else 'unconditional'}), exported to ONNX by diffusion_lab.export.")
+        caption = (f"Runs in your browser with onnxruntime-web: the shipped {name} ({kind}, T = {meta['T']}), "
+                   "exported to ONNX by diffusion_lab.export.")
+    kernel_caption = ""
+    if onnx is not None:
+        kernel_caption = (f"Runs in your browser with onnxruntime-web: your model ({kind}, T = {kernel_meta['T']}, "
+                          f"predicts {kernel_meta['prediction']}), exported to ONNX from this kernel.")
     cls = __getattr__("LiveSampler")
-    return cls(onnx=onnx, meta=meta, model_name=name, model_url=MODEL_URL.format(name=name), digit=digit, w=float(w),
-               interval=interval, sampler=sampler, steps=steps, eta=float(eta), seed=int(seed), batch=batch,
-               caption=caption)
+    return cls(onnx=onnx, kernel_meta=kernel_meta, kernel_caption=kernel_caption, meta=meta, model_name=name,
+               model_url=MODEL_URL.format(name=name), digit=digit, w=float(w), interval=interval, sampler=sampler,
+               steps=steps, eta=float(eta), seed=int(seed), batch=batch, caption=caption)

@@ -192,3 +192,37 @@ def test_math_renders(server, browser):
     page.wait_for_selector("mjx-container", state="attached", timeout=30_000)
     assert page.locator("mjx-container").count() > 20
     assert not errors, errors
+
+
+LAYOUT_JS = """(box) => {
+    const track = box.querySelector('.widget-hslider .slider-container') || box.querySelector('.noUi-target');
+    const captions = Array.from(box.querySelectorAll('.widget-html b'));
+    const icons = Array.from(box.querySelectorAll('.widget-play i'));
+    return {
+        track: track ? track.getBoundingClientRect().width : 0,
+        // an inline element has one client rect per line it spans
+        lines: captions.map((b) => b.getClientRects().length),
+        icons: icons.map((i) => ({svg: !!i.querySelector('svg'),
+                                  before: getComputedStyle(i, '::before').content})),
+    };
+}"""
+
+
+@pytest.mark.parametrize("chapter", _chapters_with_scrubbers())
+def test_scrubber_layout(server, browser, chapter):
+    """One layout for every scrubber (diffusion_lab.widgets): the caption on one line, a track of at least 300 px,
+    and Play icons drawn by the theme's Font Awesome (an <svg>), with no Font Awesome 4 glyph beside them (a
+    missing-glyph box on these pages). Chapters pick the layout up when they are re-executed."""
+    blocked: list[str] = []
+    page, errors = _open(browser, f"{server}/book/{chapter}.html", blocked)
+    boxes = _scrubbers(page)
+    page.wait_for_selector(".widget-play i svg", state="attached", timeout=30_000)
+    for i in range(boxes.count()):
+        box = boxes.nth(i)
+        box.scroll_into_view_if_needed()
+        got = box.evaluate(LAYOUT_JS)
+        assert got["track"] >= 300, f"{chapter} scrubber {i}: slider track {got['track']:.0f} px < 300 px"
+        assert all(n == 1 for n in got["lines"]), f"{chapter} scrubber {i}: caption wraps ({got['lines']} lines)"
+        for icon in got["icons"]:
+            assert icon["svg"] and icon["before"] in ("none", "normal"), f"{chapter} scrubber {i}: icon {icon}"
+    assert not errors, errors

@@ -277,3 +277,31 @@ def test_live_sampler_on_built_page(book_server, browser, chapter):
         assert _sample(page, box, seed=1, digit=7, **{"guidance w": 6}) != a
     assert not errors, errors
     assert not blocked, f"requests left the machine: {blocked}"
+
+
+def test_widget_samples_the_model_a_kernel_sends(sampler_page):
+    """The front end with a stand-in for the kernel (anywidget's model API: get, set, on, off, send): on hello the
+    "kernel" answers with its own model's bytes and metadata, and the click samples that model, not the page's."""
+    page, errors, blocked = sampler_page
+    meta = export.read_metadata(WEB / "digits-cond.onnx")
+    got = page.evaluate("""async (meta) => {
+        const handlers = {}, state = {meta, model_name: 'digits-cond', model_url: 'nowhere/missing.onnx', digit: 3,
+            w: 2, interval: null, sampler: 'ddim', steps: 5, eta: 0, seed: 1, batch: 4, caption: 'static caption',
+            kernel_model: true};
+        const yours = await (await fetch('/digits-cond.onnx')).arrayBuffer();
+        const fake = {get: (k) => state[k], set: (k, v) => { state[k] = v; }, save_changes: () => {},
+            on: (ev, f) => { handlers[ev] = f; }, off: () => {},
+            send: (msg) => { if (msg.type === 'hello') setTimeout(() => handlers['msg:custom'](
+                {type: 'model', meta: {...meta, name: 'yours'}, caption: 'your model'}, [new DataView(yours)]), 10); }};
+        const host = document.createElement('div');
+        document.body.append(host);
+        window.L.default.render({model: fake, el: host});
+        await new Promise((r) => setTimeout(r, 200));
+        host.querySelector('button.dl-go').click();
+        const root = host.querySelector('.dl-live');
+        for (let i = 0; i < 600 && !root.dataset.done && !root.dataset.error; i++) await new Promise((r) => setTimeout(r, 100));
+        return {done: root.dataset.done, error: root.dataset.error || null, text: root.textContent};
+    }""", meta)
+    assert got["error"] is None and got["done"] == "1", got
+    assert "your model" in got["text"] and "static caption" not in got["text"]
+    assert not errors and not blocked, (errors, blocked)

@@ -319,14 +319,19 @@ const sessions = new Map();      // model source → Promise of the onnxModel
 
 function render({ model, el: host }) {
   const meta = model.get("meta");
-  const schedule = new Schedule(meta.schedule.betas);
+  const staticSchedule = new Schedule(meta.schedule.betas), schedule = staticSchedule;
   const conditional = meta.num_classes !== null && meta.num_classes !== undefined;
-  let kernelBytes = null;
+  // In a kernel, Python answers the hello with its model (the reader's own, exported on the fly): its ONNX bytes,
+  // metadata and caption. On a static page no one answers, and the first click fetches the shipped export.
+  let kernel = null;
   const onMsg = (msg, buffers) => {
-    if (msg && msg.type === "model" && buffers && buffers.length) kernelBytes = bytesOf(buffers[0]);
+    if (msg && msg.type === "model" && buffers && buffers.length) {
+      kernel = { bytes: bytesOf(buffers[0]), meta: msg.meta, schedule: new Schedule(msg.meta.schedule.betas) };
+      if (msg.caption) captionEl.textContent = msg.caption;
+    }
   };
   model.on("msg:custom", onMsg);
-  model.send({ type: "hello" });      // in a kernel, Python answers with the model's bytes; on a static page, no one
+  model.send({ type: "hello" });
 
   const style = el("style", { text: CSS });
   const root = el("div", { class: "dl-live" });
@@ -375,24 +380,25 @@ function render({ model, el: host }) {
   const panes = el("div", { class: "dl-row", style: "align-items: flex-start; gap: 24px" },
     el("div", {}, el("div", { class: "dl-caption", text: "x_t" }), xCanvas),
     el("div", {}, el("div", { class: "dl-caption", text: "x̂₀ predicted from x_t" }), x0Canvas));
+  const captionEl = el("div", { class: "dl-caption", text: model.get("caption") });
   root.append(...rows, status, panes, el("div", { class: "dl-caption", text: "trajectory of the first sample: x_t (top), x̂₀ (bottom)" }), traj,
-    el("div", { class: "dl-caption", text: model.get("caption") }));
+    captionEl);
   host.append(style, root);
 
   const shape = meta.item_shape, B = model.get("batch");
   const getModel = async () => {
-    // a kernel sent its model's bytes: sample that one; else fetch the page's export
-    for (let i = 0; i < 10 && !kernelBytes && model.get("kernel_model"); i++) await new Promise((r) => setTimeout(r, 100));
-    const key = kernelBytes ? "kernel:" + model.get("model_name") : staticUrl(model.get("model_url"));
+    // a kernel sent its model: sample that one; else fetch the page's export
+    const k = kernel;
+    const key = k ? k.bytes : staticUrl(model.get("model_url"));
     if (!sessions.has(key)) {
       const p = (async () => {
-        let bytes = kernelBytes;
+        let bytes = k ? k.bytes : null;
         if (!bytes) {
           const res = await fetch(key);
           if (!res.ok) throw new Error(`could not load the model from ${key} (HTTP ${res.status})`);
           bytes = new Uint8Array(await res.arrayBuffer());
         }
-        return onnxModel(bytes, meta);
+        return onnxModel(bytes, k ? k.meta : meta);
       })();
       p.catch(() => sessions.delete(key));
       sessions.set(key, p);
@@ -424,15 +430,16 @@ function render({ model, el: host }) {
       };
       status.textContent = sessions.size ? "sampling…" : "loading onnxruntime-web and the model (first click only)…";
       const m = await getModel();
+      const schedule = kernel ? kernel.schedule : staticSchedule;
       const tLoaded = performance.now();
       let last = 0;
       opts.onStep = async ({ i, n, t, x, x0 }) => {
         const now = performance.now();
-        if (now - last > 50 || i === n - 1) {        // draw while it runs, at most ~20 times a second
+        if (now - last > 100 || i === n - 1) {       // draw while it runs, at most ~10 times a second
           last = now;
           drawGrid(xCanvas, x, B, shape); drawGrid(x0Canvas, x0, B, shape);
           status.textContent = `step ${i + 1} of ${n} (paper step t = ${t})`;
-          await new Promise((r) => requestAnimationFrame(() => r()));
+          await new Promise((r) => setTimeout(r, 0));   // a macrotask: the browser may paint the frame
         }
       };
       const run = s === "ddim" ? ddimSample : ddpmSample;
