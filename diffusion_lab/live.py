@@ -66,6 +66,7 @@ def _widget_class():
             if isinstance(content, dict) and content.get("type") == "hello" and self._onnx is not None:
                 self.send({"type": "model", "meta": self._kernel_meta, "caption": self._kernel_caption}, [self._onnx])
 
+    LiveSampler.__qualname__ = "LiveSampler"     # its repr: <diffusion_lab.live.LiveSampler object at …>
     return LiveSampler
 
 

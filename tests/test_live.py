@@ -79,3 +79,11 @@ def test_one_onnxruntime_web_version():
     js = (export.web_dir() / "live.js").read_text()
     fetched = re.search(r'"onnxruntime-web@([^"]+)"', (ROOT / "scripts" / "fetch_offline_assets.sh").read_text()).group(1)
     assert f'ORT_VERSION = "{fetched}"' in js
+
+
+def test_colab_gets_what_the_widget_imports():
+    """Colab installs the package with its declared dependencies only: the widget's imports must be among them."""
+    tomllib = pytest.importorskip("tomllib")
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ ]", d)[0] for d in deps}
+    assert {"anywidget", "onnx"} <= names
