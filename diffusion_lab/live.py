@@ -12,9 +12,9 @@ onnxruntime-web. What runs where:
 * **the book's static page** (no kernel): the widget state saved in the notebook holds the front end and the
   settings; the first click loads onnxruntime-web from its CDN and the shipped ``.onnx`` file from the book's
   ``_static/live/`` folder (copied there by ``book/_ext/live_models.py``), then samples in the page;
-* **Jupyter and Colab**: the same front end, the same first click; given your own model, the kernel exports it when
-  the widget is made and hands its ONNX bytes to the front end (a message, never part of the saved state), and the
-  sampling still runs in the browser, not in the kernel. A saved copy of the page samples the shipped model.
+* **Jupyter and Colab**: the same front end; the kernel hands it the model's ONNX bytes in a message (never part
+  of the saved state): the shipped export from the package, or your own model, exported when the widget is made.
+  The sampling still runs in the browser, not in the kernel. A saved copy of the page samples the shipped model.
 
 A seed picks the browser's own PRNG (not torch's), so a seed gives the same digits in every browser but not the
 digits ``ddim_sample`` draws from ``torch.manual_seed(seed)``; fed the same noise, the two agree to 1e-4
@@ -43,7 +43,7 @@ def _widget_class():
         meta = tl.Dict().tag(sync=True)                  # the export's metadata: schedule, classes, item shape
         model_name = tl.Unicode("digits-cond").tag(sync=True)
         model_url = tl.Unicode("").tag(sync=True)
-        kernel_model = tl.Bool(False).tag(sync=True)     # whether the kernel has its own model to send
+        kernel_model = tl.Bool(False).tag(sync=True)     # whether the kernel has the reader's own model to send
         digit = tl.Union([tl.Int(), tl.Unicode()], default_value=3).tag(sync=True)
         w = tl.Float(2.0).tag(sync=True)
         interval = tl.List(tl.Int(), allow_none=True, default_value=None).tag(sync=True)
@@ -62,8 +62,14 @@ def _widget_class():
             self.on_msg(self._on_msg)
 
         def _on_msg(self, widget, content, buffers):
-            # the front end says hello when it renders: hand it the kernel's model (never part of the saved state)
-            if isinstance(content, dict) and content.get("type") == "hello" and self._onnx is not None:
+            # The front end says hello when it renders: hand it the kernel's model (never part of the saved state):
+            # the reader's own, or the shipped export from the package (a notebook server has no _static/live/).
+            if not (isinstance(content, dict) and content.get("type") == "hello"):
+                return
+            if self._onnx is None:
+                onnx = (export.web_dir() / f"{self.model_name}.onnx").read_bytes()
+                self.send({"type": "model", "meta": self.meta, "caption": self.caption}, [onnx])
+            else:
                 self.send({"type": "model", "meta": self._kernel_meta, "caption": self._kernel_caption}, [self._onnx])
 
     LiveSampler.__qualname__ = "LiveSampler"     # its repr: <diffusion_lab.live.LiveSampler object at …>

@@ -25,6 +25,12 @@ def test_shipped_widget_state():
     assert (state["digit"], state["w"], state["interval"], state["sampler"], state["seed"]) == (
         7, 3.0, [0, 300], "ddpm_beta_tilde", 5)
     assert "shipped digits-cond" in state["caption"]
+    # in a kernel, the front end gets the shipped bytes on hello (a notebook server does not serve _static/live/)
+    sent = []
+    w.send = lambda content, buffers=None: sent.append((content, buffers))
+    w._on_msg(w, {"type": "hello"}, [])
+    assert sent[0][0] == {"type": "model", "meta": w.meta, "caption": w.caption}
+    assert sent[0][1][0] == (export.web_dir() / "digits-cond.onnx").read_bytes()
 
 
 def test_own_model_is_exported_and_sent_on_hello():
