@@ -127,9 +127,10 @@ def caption_html(text: str):
 def _slider_row_parts(labels, interval_ms):
     import ipywidgets as W
 
-    # the slider's box = its track + its readout (as wide as the longest label); flex lets it fill the row
+    # the slider's box = its track + its readout (about as wide as the longest label, up to the ~160 px the widget
+    # manager's stylesheet allows it); flex lets it fill the row, which a ~690 px page column has room for
     longest = max(len(s) for s in labels)
-    readout_px = 8 * longest + 16
+    readout_px = min(8 * longest + 16, 160)
     slider = W.SelectionSlider(options=labels, index=0, continuous_update=True,
                                layout=W.Layout(flex="1 1 auto", width="auto",
                                                min_width=f"{TRACK_MIN_PX + readout_px}px"),
