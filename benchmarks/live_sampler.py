@@ -11,7 +11,8 @@ Measures, on the first page of the book that holds the live sampler (or ``--page
   samples drawn — loading onnxruntime-web, its wasm and the model included;
 * **warm clicks**: DDIM-20 and DDIM-50 with CFG, the same 16 digits, the median of ``--repeats`` clicks;
 * **Python**: ``ddim_sample`` with ``ClassifierFreeGuidance(2.0)`` on the torch model, the same 16 labels, the
-  median of ``--repeats`` runs (torch's default threads), and the ratio browser / Python.
+  median of ``--repeats`` runs, with torch's default threads and with one thread (the page's wasm runs on one),
+  and the ratios browser / Python.
 
 The widget draws its frames while it samples (at most ~10 a second); that drawing is part of the browser's time.
 A benchmark, not a test: the numbers depend on the machine and its load (printed with them).
@@ -30,8 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def python_times(steps_list, repeats):
+def python_times(steps_list, repeats, threads=None):
     import torch
+
+    default_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     from diffusion_lab import pretrained
     from diffusion_lab.guidance import ClassifierFreeGuidance
@@ -50,7 +55,9 @@ def python_times(steps_list, repeats):
                         generator=torch.Generator().manual_seed(r), progress=False)
             ts.append(time.perf_counter() - t0)
         out[steps] = statistics.median(ts)
-    return out, torch.get_num_threads()
+    used = torch.get_num_threads()
+    torch.set_num_threads(default_threads)
+    return out, used
 
 
 def browser_times(page_path, steps_list, repeats):
@@ -110,15 +117,18 @@ def main(argv=None):
     steps_list = (20, 50)
     br = browser_times(args.page, steps_list, args.repeats)
     py, threads = python_times(steps_list, args.repeats)
+    py1, _ = python_times(steps_list, args.repeats, threads=1)
     res = {**br, "python_threads": threads, "cpus": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}
     for s in steps_list:
-        res[f"python_ddim{s}_s"] = py[s]
+        res[f"python_ddim{s}_s"], res[f"python_1thread_ddim{s}_s"] = py[s], py1[s]
         res[f"ratio_ddim{s}_browser_over_python"] = br[f"warm_ddim{s}_s"] / py[s]
-    print(f"page {res['page']}  ({res['cpus']} CPUs, load {res['load_1min']}, torch threads {threads})")
+        res[f"ratio_ddim{s}_browser_over_python_1thread"] = br[f"warm_ddim{s}_s"] / py1[s]
+    print(f"page {res['page']}  ({res['cpus']} CPUs, load {res['load_1min']})")
     print(f"first click, DDIM-50 + CFG, 16 digits: {res['first_click_ddim50_s']:.2f} s (loading included)")
     for s in steps_list:
-        print(f"DDIM-{s} + CFG, 16 digits: browser {br[f'warm_ddim{s}_s']:.2f} s, Python {py[s]:.2f} s, "
-              f"ratio {res[f'ratio_ddim{s}_browser_over_python']:.2f}")
+        print(f"DDIM-{s} + CFG, 16 digits: browser {br[f'warm_ddim{s}_s']:.2f} s; Python {py[s]:.2f} s "
+              f"({threads} threads, ratio {res[f'ratio_ddim{s}_browser_over_python']:.2f}), "
+              f"{py1[s]:.2f} s (1 thread, ratio {res[f'ratio_ddim{s}_browser_over_python_1thread']:.2f})")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return res
