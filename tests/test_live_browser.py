@@ -100,6 +100,9 @@ def open_page(browser, url):
         return r.abort()
 
     page.route("**/*", route)
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.requested = requests
     page.on("pageerror", lambda e: None if "THEBE_JS_URL" in str(e) else errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not _known(m.text) else None)
     # A failed load shows in the console without its URL: the responses say which file it was.
@@ -267,6 +270,9 @@ def test_live_sampler_on_built_page(book_server, browser, chapter):
     page.wait_for_selector(".dl-live", timeout=60_000)
     box = page.locator(".dl-live").first
     box.scroll_into_view_if_needed()
+    # lazy: nothing of the runtime or the model is loaded before the first click
+    heavy = [u for u in page.requested if "onnxruntime-web" in u or u.split("?")[0].endswith(".onnx")]
+    assert not heavy, f"loaded before any click: {heavy}"
     first = _sample(page, box, sampler="ddim", seed=1, **{"DDIM steps": 20})
     again = _sample(page, box, seed=1)
     assert again == first, "the same settings and seed must draw the same samples"
@@ -275,6 +281,7 @@ def test_live_sampler_on_built_page(book_server, browser, chapter):
         a = _sample(page, box, seed=1, digit=3)
         assert _sample(page, box, seed=1, digit=7) != a, "another digit must draw other samples"
         assert _sample(page, box, seed=1, digit=7, **{"guidance w": 6}) != a
+    assert any(u.endswith("/_static/live/digits-cond.onnx") for u in page.requested)
     assert not errors, errors
     assert not blocked, f"requests left the machine: {blocked}"
 
