@@ -113,10 +113,10 @@ def open_page(browser, url):
 
 
 # Known and harmless, on every page with widgets, before this widget existed: the widget manager's stylesheet
-# (html-manager 1.0.6) names Font Awesome 5's font files by a wrong relative URL (book/@jupyter-widgets/...),
+# (html-manager 1.0.6) names Font Awesome 5's font files by wrong relative URLs (book/@jupyter-widgets/...),
 # unused since book/_ext/widget_fontawesome.py lets the theme draw the icons; and pydata-sphinx-theme logs an
 # error for an unset theme mode. Any other failed request or console error fails the test.
-KNOWN_404 = re.compile(r"/@jupyter-widgets/html-manager/dist/[0-9a-f]{20}\.(woff2?|ttf|eot|svg)$")
+KNOWN_404 = re.compile(r"/@jupyter-widgets/(html-manager/dist/)?[0-9a-f]{20}\.(woff2?|ttf|eot|svg)$")
 
 
 def _known(text: str) -> bool:
