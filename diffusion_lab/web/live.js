@@ -356,7 +356,7 @@ function render({ model, el: host }) {
   const sampler = el("select", { "aria-label": "sampler" });
   for (const [text, value] of Object.entries(SAMPLERS)) sampler.append(el("option", { value, text }));
   sampler.value = model.get("sampler");
-  const steps = range("DDIM steps", 2, 200, 1, model.get("steps"), (v) => String(v));
+  const steps = range("DDIM steps", 1, Math.min(200, schedule.T), 1, model.get("steps"), (v) => String(v));
   const eta = range("DDIM η", 0, 1, 0.1, model.get("eta"), (v) => v.toFixed(1));
   const seed = el("input", { type: "number", min: 0, step: 1, value: model.get("seed"), style: "width: 7em", "aria-label": "seed" });
   const go = el("button", { class: "dl-go", text: "sample" });
