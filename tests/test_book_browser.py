@@ -313,7 +313,10 @@ _MEASURE_JS = r"""
   const inline = Array.from(art.querySelectorAll('mjx-container:not([display="true"]) > mjx-math'))
       .map((m) => ({tex: (tex.get(m.parentElement) || '').slice(0, 60), clipped: clipped(m)}))
       .filter((e) => e.clipped);
-  return {column, code_chars, equations, code, outputs, other_code, wide, inline,
+  // maths MathJax could not typeset (e.g. \\tag inside the split that Sphinx wraps around a source with \\\\)
+  const math_errors = Array.from(art.querySelectorAll('mjx-merror'))
+      .map((e) => (e.getAttribute('data-mjx-error') || e.textContent || '').slice(0, 80));
+  return {column, code_chars, equations, code, outputs, other_code, wide, inline, math_errors,
           page_scrolls: document.documentElement.scrollWidth > window.innerWidth + 1};
 }
 """
@@ -437,6 +440,8 @@ def test_page_is_readable_at_every_width(server, browser, name):
             problems.append(f"{width}px: {w['what']} clipped: {w['clipped']}")
         for e in m["inline"]:
             problems.append(f"{width}px: inline maths {e['tex']!r} clipped: {e['clipped']}")
+        for err in m["math_errors"]:
+            problems.append(f"{width}px: MathJax error {err!r} (end aligned rows with \\cr, not \\\\, in tagged maths)")
         if m["page_scrolls"]:
             problems.append(f"{width}px: the whole page scrolls sideways (something is wider than the window)")
     probe = report["cjk"]
