@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from .errors import CorruptFileError
 from .models import model_config, model_from_config
+from .parameterization import PARAMETERIZATIONS, EpsFromPrediction, as_eps_model, check_prediction
 from .schedules import NoiseSchedule, check_schedule, get_schedule
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_weights", "load_training_state",
@@ -60,8 +61,6 @@ def checkpoint_files(path) -> dict[str, Path]:
 def _layers(model: nn.Module):
     """``model``, then each module it wraps, down to the bare network: DDP / ``AveragedModel`` (``.module``),
     ``torch.compile`` (``._orig_mod``) and :class:`~diffusion_lab.parameterization.EpsFromPrediction` (``.net``)."""
-    from .parameterization import EpsFromPrediction
-
     while True:
         yield model
         if hasattr(model, "_orig_mod"):
@@ -209,17 +208,12 @@ def save_checkpoint(path, model: nn.Module, schedule: NoiseSchedule, *, ema: nn.
 def _prediction_of(model: nn.Module, train_config: dict | None) -> str:
     """What ``model`` predicts: an EpsFromPrediction wrapper's parameterization (inside any DDP / compile / EMA
     wrapper), else ``train_config["prediction"]``, else ``"eps"``; a disagreement of the two is an error."""
-    from .parameterization import PARAMETERIZATIONS, EpsFromPrediction
-
     wrapped = next((m.parameterization for m in _layers(model) if isinstance(m, EpsFromPrediction)), None)
     configured = (train_config or {}).get("prediction")
     if wrapped and configured and wrapped != configured:
         raise ValueError(f"the model is an EpsFromPrediction({wrapped!r}) but train_config says "
                          f"prediction={configured!r}; pass one that matches")
-    prediction = wrapped or configured or "eps"
-    if prediction not in PARAMETERIZATIONS:
-        raise ValueError(f"train_config['prediction'] must be one of {PARAMETERIZATIONS}, got {prediction!r}")
-    return prediction
+    return check_prediction(wrapped or configured or "eps", "train_config['prediction']")
 
 
 def read_checkpoint_json(path) -> dict:
@@ -287,13 +281,12 @@ def load_checkpoint(path, *, device="cpu", use_ema: bool = True, sha256: str | N
         raise CheckpointError(f"checkpoint {path}: cannot rebuild the model/schedule from its JSON: {err}") from err
     load_weights(model, path, use_ema=use_ema, sha256=sha256)
     prediction = doc.get("prediction", "eps")        # checkpoints written before "prediction" existed are ε-models
-    from .parameterization import PARAMETERIZATIONS, EpsFromPrediction
-
-    if prediction not in PARAMETERIZATIONS:
+    try:
+        check_prediction(prediction)
+    except ValueError:
         raise CheckpointError(f"checkpoint {path}: unknown prediction {prediction!r} (expected one of "
-                              f"{PARAMETERIZATIONS})")
-    if prediction != "eps":
-        model = EpsFromPrediction(model, schedule, prediction)
+                              f"{PARAMETERIZATIONS})") from None
+    model = as_eps_model(model, schedule, prediction)
     meta = dict(doc, weights="ema" if use_ema and doc.get("has_ema") else "model", prediction=prediction,
                 path=str(checkpoint_files(path)["json"]))
     return model.to(device).eval(), schedule, meta

@@ -138,6 +138,14 @@ class ClassifierFreeGuidance(Guidance):
         self.num_classes = None if num_classes is None else _resolve_num_classes(num_classes)
         self.interval = None if interval is None else checks.interval(interval)
 
+    @classmethod
+    def from_scale(cls, s: float, num_classes: int | None = None, *,
+                   interval: tuple[int, int] | None = None) -> "ClassifierFreeGuidance":
+        """The same rule from diffusers' ``guidance_scale`` s (ε̃ = ε(∅) + s·(ε(y) − ε(∅))): ``w = s − 1``, so
+        ``from_scale(1)`` is plain conditional sampling and ``from_scale(7.5)`` is ``w = 6.5``."""
+        s = checks.real_number(s, "s", hint=" (diffusers' guidance_scale = 1 + w)")
+        return cls(s - 1.0, num_classes, interval=interval)
+
     def check_labels(self, y, batch: int, model) -> torch.Tensor:
         # the targets are classes; the null label is the rule's own business
         return check_labels(y, batch, _resolve_num_classes(self.num_classes, model))

@@ -12,21 +12,15 @@ can be overridden: keyword arguments of :func:`~diffusion_lab.train.train` overr
 options, keyword arguments of :func:`build` its model fields, and on the command line each flag its value.
 
 ``digits-cond-fast`` is the recipe of issue #11 ("time to quality"): the shipped ``digits-cond`` network trained
-on 80,000 images instead of 768,000 — a network that predicts v = √ᾱ_t ε − √(1−ᾱ_t) x₀ instead of ε (book section
-5.8; its checkpoints load as ε-models), batch 32 (2,500 steps), a peak learning rate of 2e-3 with a 200-step
-warm-up and a cosine decay to 0, a power-function EMA (γ = 6.94, σ_rel ≈ 0.10) instead of a constant decay of
-0.999 (whose average, after the 625 steps that batch 128 gets from 80,000 images, still holds 0.999^625 ≈ 54 % of
-the random initial weights), min-SNR-5 loss weighting, and no dropout. ``benchmarks/time_to_quality.py`` measures
-it and ``benchmarks/RESULTS.md`` has the ablation and the figures on held-out seeds (CFG w = 2 on t ∈ [0, 100],
-DDIM 50, 100 samples per digit): on five pairs of seeds the tuning never used, ≥ 95 % accuracy from 40,000
-images and a Fréchet distance within 1.5× the real train-vs-test value from 60,000 (from 40,000 on three); at
-80,000 images 97.5–98.5 % and 0.92–1.38×, after 91 s of training on 2 CPU threads. The ε-network of the previous
-recipe (batch 32, 100,000 images) met the distance target on the tuning seeds only.
+on 80,000 images instead of 768,000 — v-prediction (book section 5.8; its checkpoints load as ε-models), batch 64,
+a cosine learning-rate decay, a power-function EMA instead of a constant decay, min-SNR-5 loss weighting and no
+dropout. ``benchmarks/time_to_quality.py`` measures it (with the sampling settings it names there) and
+``benchmarks/RESULTS.md`` holds its results: the ablation and the figures on held-out seeds.
 ``digits-cond`` is the recipe the shipped checkpoint was trained with.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import UnknownNameError
 
@@ -42,7 +36,7 @@ class UnknownPresetError(UnknownNameError):
 class Preset:
     """One recipe. ``model`` holds :func:`~diffusion_lab.models.build_model`'s ``kind`` and fields; ``schedule``
     :func:`~diffusion_lab.schedules.get_schedule`'s; ``train`` the :class:`~diffusion_lab.train.TrainConfig`
-    fields it sets (the rest keep their defaults); ``sampling`` the sampler it was measured with."""
+    fields it sets (the rest keep their defaults)."""
 
     name: str
     description: str
@@ -50,12 +44,10 @@ class Preset:
     model: dict
     schedule: dict
     train: dict
-    sampling: dict = field(default_factory=dict)
 
 
 _DIGITS_UNET = dict(kind="unet", in_channels=1, image_size=8, base_channels=32, channel_mults=(1, 2), num_res_blocks=1,
                     attention_resolutions=(4,), num_heads=1, num_groups=32, dropout=0.1, num_classes=10)
-_DIGITS_SAMPLING = dict(sampler="ddim", steps=50, guidance_scale=2.0, guidance_interval=(0, 100))
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("digits-cond-fast",
@@ -64,13 +56,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            data="digits", model={**_DIGITS_UNET, "dropout": 0.0}, schedule=dict(name="linear", T=1000),
            train=dict(steps=1250, batch_size=64, lr=3e-3, warmup=100, lr_schedule="cosine", min_lr_ratio=0.0,
                       ema_decay=None, ema_power=6.94, loss_weighting="min_snr", min_snr_gamma=5.0,
-                      prediction="v", label_dropout=0.15, grad_clip=1.0, weight_decay=0.0),
-           sampling=_DIGITS_SAMPLING),
+                      prediction="v", label_dropout=0.15, grad_clip=1.0, weight_decay=0.0)),
     Preset("digits-cond", "the shipped digits-cond recipe (768,000 images)",
            data="digits", model=dict(_DIGITS_UNET), schedule=dict(name="linear", T=1000),
            train=dict(steps=6000, batch_size=128, lr=1e-3, warmup=200, ema_decay=0.999, label_dropout=0.15,
-                      grad_clip=1.0, weight_decay=0.0),
-           sampling=_DIGITS_SAMPLING),
+                      grad_clip=1.0, weight_decay=0.0)),
 )}
 
 

@@ -258,7 +258,9 @@ def test_min_snr_weighting_reaches_the_loss():
 
 
 def test_classifier_defaults_come_from_one_place():
-    from diffusion_lab.train import CLASSIFIER_DEFAULTS
+    from diffusion_lab.train import TASK_DEFAULTS
+
+    CLASSIFIER_DEFAULTS = TASK_DEFAULTS["classifier"]
 
     x, y = load_digits("train")
     clf = NoisyClassifier(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, num_classes=10)

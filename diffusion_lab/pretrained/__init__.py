@@ -148,7 +148,7 @@ def export(checkpoint, name: str, *, kind: str = "model", card: str | None = Non
         if state.exists() and "final_loss_ema" not in extra:
             from safetensors.torch import load_file
 
-            from ..train import ema_smoothed
+            from ..optim import ema_smoothed
 
             losses = load_file(str(state)).get("losses")
             if losses is not None:
