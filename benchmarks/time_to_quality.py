@@ -57,7 +57,8 @@ def run_recipe(name: str, *, max_images: int, eval_every: int, n_per_class: int,
     steps = min(p.train["steps"], max(1, max_images // bs))
     eval_steps = sorted({min(steps, -(-k // bs)) for k in range(eval_every, steps * bs + eval_every, eval_every)})
     torch.manual_seed(seed)
-    model, schedule, _ = presets.build(name)
+    fresh = presets.build(name)
+    model, schedule = fresh.network, fresh.schedule
     x, y = presets.training_data(name)
     rows, first = [], {"accuracy": None, "fd": None, "both": None}
     clock = {"eval": 0.0, "t0": time.perf_counter(), "cpu0": time.process_time()}

@@ -410,15 +410,14 @@ def cmd_train(args, parser) -> int:
 
 # ----------------------------------------------------------------------------- sample
 def resolve_model(spec: str, device="cpu"):
-    """``(model, schedule, meta)`` for a checkpoint path or a shipped model name."""
+    """The :class:`~diffusion_lab.checkpoint.LoadedModel` of a checkpoint path or a shipped model name."""
     from . import pretrained
     from .checkpoint import checkpoint_files, load_checkpoint
 
     if checkpoint_files(spec)["json"].exists():
         return load_checkpoint(spec, device=device)
     if spec in pretrained.list_pretrained():
-        model, schedule = pretrained.load(spec, device=device)
-        return model, schedule, pretrained.info(spec)
+        return pretrained.load(spec, device=device)
     raise CLIError(f"{spec!r} is neither a checkpoint (no {checkpoint_files(spec)['json']}) nor a shipped model "
                    f"({', '.join(pretrained.list_pretrained())})")
 
@@ -446,18 +445,19 @@ def cmd_sample(args, parser) -> int:
     matplotlib.use("Agg")   # the command line draws no window
 
     from .sampling import sample_batches
-    from .widgets import save_grid
+    from .plotting import save_grid
 
     _set_threads(args.threads)
     device = args.device
     if device == "auto":
-        from .train import default_device
+        from .runtime import default_device
         device = str(default_device())
-    model, schedule, meta = resolve_model(args.checkpoint, device)
-    kind = meta.get("model", {}).get("kind", getattr(model, "kind", None))
+    loaded = resolve_model(args.checkpoint, device)
+    schedule, kind, K = loaded.schedule, loaded.kind, loaded.num_classes
     if kind == "noisy_classifier":
         raise CLIError(f"{args.checkpoint} is a noisy classifier, not a denoiser; pass it as --classifier")
-    K = getattr(model.config, "num_classes", None)
+    if kind not in ("unet", "mlp"):
+        raise CLIError(f"{args.checkpoint} is a {kind} model, not a denoiser")
     cfg_flag = "--guidance-weight" if args.guidance_weight is not None else "--guidance-scale"
     use_cfg = args.guidance_weight is not None or args.guidance_scale is not None
     if use_cfg and args.classifier is not None:
@@ -473,11 +473,11 @@ def cmd_sample(args, parser) -> int:
 
     guidance, classifier, K_lab = None, None, K
     if args.classifier is not None:
-        classifier, _, cmeta = resolve_model(args.classifier, device)
-        if getattr(classifier, "kind", None) != "noisy_classifier":
+        classifier = resolve_model(args.classifier, device)
+        if classifier.kind != "noisy_classifier":
             raise CLIError(f"--classifier {args.classifier} is not a noisy classifier")
-        guidance = ClassifierGuidance(classifier, args.classifier_scale)
-        K_lab = classifier.config.num_classes
+        guidance = ClassifierGuidance(classifier.model, args.classifier_scale)
+        K_lab = classifier.num_classes
     elif args.guidance_scale is not None:      # diffusers' s = 1 + w
         guidance = ClassifierFreeGuidance.from_scale(args.guidance_scale, num_classes=K, interval=args.guidance_interval)
     elif args.guidance_weight is not None:
@@ -486,14 +486,13 @@ def cmd_sample(args, parser) -> int:
         raise CLIError(f"--labels needs a conditional model or --classifier; {args.checkpoint} is unconditional")
     labels = _parse_labels(args.labels, args.n, K_lab) if K_lab is not None else None
 
-    cfg = model.config
-    shape = (cfg.data_dim,) if kind == "mlp" else (cfg.in_channels, cfg.image_size, cfg.image_size)
+    shape = loaded.item_shape
     gen = torch.Generator(device=device).manual_seed(args.seed)
     clip = (-1.0, 1.0) if args.clip_x0 else None
     if guidance is not None:
         print(f"guidance: {guidance!r}", flush=True)
     t0 = time.perf_counter()
-    samples = sample_batches(model, schedule, shape, n=args.n, y=labels, sampler=args.sampler,
+    samples = sample_batches(loaded, None, None, n=args.n, y=labels, sampler=args.sampler,
                              batch_size=args.batch_size, steps=args.steps, eta=args.eta, variance=args.variance,
                              device=device, guidance=guidance, generator=gen, progress=not args.no_progress,
                              clip_x0=clip)
@@ -507,7 +506,7 @@ def cmd_sample(args, parser) -> int:
         Path(args.save_tensors).parent.mkdir(parents=True, exist_ok=True)
         save_file(t, args.save_tensors)
 
-    is_digits = meta.get("extra", {}).get("data") == "digits" or (kind == "unet" and tuple(shape) == (1, 8, 8))
+    is_digits = loaded.meta.get("extra", {}).get("data") == "digits" or (kind == "unet" and tuple(shape) == (1, 8, 8))
     if is_digits and not args.no_metrics:
         from . import metrics
 

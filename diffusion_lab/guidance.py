@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from . import checks
 from .diffusion import check_model_output
+from .models import num_classes_of
 from .schedules import NoiseSchedule
 
 __all__ = ["Guidance", "ClassifierFreeGuidance", "ClassifierGuidance", "check_labels", "null_label", "num_classes_of"]
@@ -46,15 +47,6 @@ def check_labels(y, batch: int, num_classes: int | None = None, *, allow_null: b
     ``allow_null`` is true (``num_classes`` is the null label, "no class", of CFG).
     """
     return checks.labels(y, batch, num_classes, allow_null=allow_null)
-
-
-def num_classes_of(model) -> int | None:
-    """The number of classes of a conditional model or a classifier: ``model.num_classes``, else
-    ``model.config.num_classes`` (how diffusion_lab.models keep it), else None."""
-    k = getattr(model, "num_classes", None)
-    if k is None:
-        k = getattr(getattr(model, "config", None), "num_classes", None)
-    return k
 
 
 def _resolve_num_classes(num_classes, model=None):

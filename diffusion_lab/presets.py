@@ -3,9 +3,9 @@
     from diffusion_lab import presets
     from diffusion_lab.train import train
 
-    model, schedule, data_name = presets.build("digits-cond-fast")      # fresh weights (seed them first)
-    x, y = presets.training_data("digits-cond-fast")                    # the digits train split
-    result = train(model, schedule, (x, y), preset="digits-cond-fast", progress=False)
+    fresh = presets.build("digits-cond-fast")                # fresh weights (seed them first): a LoadedModel
+    x, y = presets.training_data("digits-cond-fast")         # the digits train split
+    result = train(fresh.network, fresh.schedule, (x, y), preset="digits-cond-fast", progress=False)
 
 or, on the command line, ``python -m diffusion_lab train --preset digits-cond-fast --out runs/fast``. Every value
 can be overridden: keyword arguments of :func:`~diffusion_lab.train.train` override the preset's training
@@ -22,7 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import data
+from .checkpoint import LoadedModel
 from .errors import UnknownNameError
+from .models import build_model
+from .schedules import get_schedule
 
 __all__ = ["Preset", "PRESETS", "UnknownPresetError", "get_preset", "list_presets", "build", "training_data"]
 
@@ -78,22 +82,21 @@ def get_preset(name: str) -> Preset:
 
 
 def build(name: str, **model_overrides):
-    """``(model, schedule, data_name)`` for a preset: a freshly initialised network (seed the global RNG first for
-    reproducible weights), its noise schedule, and the name of its training data (``"digits"``: see
-    :func:`training_data`). ``model_overrides`` replace model fields (e.g. ``base_channels=64``)."""
-    from .models import build_model
-    from .schedules import get_schedule
-
+    """A preset's freshly initialised network (seed the global RNG first for reproducible weights) and its noise
+    schedule, as a :class:`~diffusion_lab.checkpoint.LoadedModel` (``source="preset"``, trainable: not frozen;
+    ``.network`` is the network to train, ``.model`` the ε-model to sample it with, ``.meta["data"]`` the name of
+    its training data, see :func:`training_data`). ``model_overrides`` replace model fields (e.g.
+    ``base_channels=64``)."""
     p = get_preset(name)
     cfg = {**p.model, **model_overrides}
     kind = cfg.pop("kind")
-    return build_model(kind, **cfg), get_schedule(dict(p.schedule)), p.data
+    return LoadedModel.of(build_model(kind, **cfg), get_schedule(dict(p.schedule)),
+                          prediction=p.train.get("prediction", "eps"), source="preset",
+                          meta={"preset": p.name, "data": p.data}, frozen=False)
 
 
 def training_data(name: str):
     """The preset's training data as ``(x, y)`` (the train split; never the test split)."""
-    from . import data
-
     p = get_preset(name)
     if p.data == "digits":
         return data.load_digits("train")

@@ -50,11 +50,13 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from . import checks
-from .checkpoint import checkpoint_files, load_training_state, save_checkpoint, unwrap_model
+from .checkpoint import checkpoint_files, load_training_state, save_checkpoint
+from .models import num_classes_of, unwrap_model
 from .diffusion import q_sample
 from .optim import (LR_SCHEDULES, LinearWarmup, PowerEMA, WarmupDecay, ema_model_for, ema_smoothed,  # noqa: F401
                     lr_multiplier, power_ema_decay)
 from .parameterization import as_eps_model, check_prediction, min_snr_weights, training_target
+from .presets import get_preset
 from .runtime import default_device, distributed, resolve_amp, rng_states, set_rng_states
 from .schedules import NoiseSchedule
 
@@ -156,8 +158,6 @@ class TrainConfig:
         if base is not None and preset is not None:
             raise ValueError("give a TrainConfig or a preset name, not both")
         if preset is not None:
-            from .presets import get_preset
-
             base = cls(**get_preset(preset).train)
         base = base if base is not None else cls()
         cls.settle_ema(overrides, set(overrides))
@@ -298,7 +298,7 @@ def _check_data(model, schedule, data, objective, cfg):
         raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
     x, y = _unpack(data)
     net = unwrap_model(model)
-    num_classes = getattr(getattr(net, "config", None), "num_classes", None)
+    num_classes = num_classes_of(net)
     if objective == "classifier" and y is None:
         raise ValueError("train_classifier needs labels y")
     if objective != "classifier" and num_classes is None:
