@@ -32,12 +32,10 @@ from diffusion_lab.train import train
 
 TARGET_ACCURACY = 0.95
 TARGET_FD_RATIO = 1.5
-# How every recipe is judged: CFG with the seed's weight w = 2 on code steps 0..100, DDIM 50 (diffusers' s = 3).
-SAMPLING = dict(sampler="ddim", steps=50, guidance_weight=2.0, guidance_interval=(0, 100))
 
 
 def evaluate(model, schedule, sampling: dict, n_per_class: int, seed: int, judge, real_fd: float) -> dict:
-    """Judge accuracy and Fréchet distance of ``n_per_class`` CFG samples per digit (DDIM, :data:`SAMPLING`'s w)."""
+    """Judge accuracy and Fréchet distance of ``n_per_class`` CFG samples per digit (DDIM, the preset's ``sampling``: its guidance weight w and interval)."""
     labels = torch.arange(10).repeat(n_per_class)
     interval = sampling.get("guidance_interval")
     guidance = ClassifierFreeGuidance(sampling["guidance_weight"],
@@ -71,7 +69,7 @@ def run_recipe(name: str, *, max_images: int, eval_every: int, n_per_class: int,
         train_cpu = cpu_in - clock["cpu0"] - clock.get("eval_cpu", 0.0)
         m = info["sampling_model"]          # the EMA network as an ε-model (wrapped if it predicts x₀ or v)
         was_training = m.training
-        r = evaluate(m, schedule, SAMPLING, n_per_class, sample_seed, judge, real_fd)
+        r = evaluate(m, schedule, p.sampling, n_per_class, sample_seed, judge, real_fd)
         m.train(was_training)
         r.update(recipe=name, images=info["step"] * bs, train_s=round(train_s, 1), cpu_s=round(train_cpu, 1),
                  loss=info["loss"], load=round(os.getloadavg()[0], 2))

@@ -113,6 +113,31 @@ def _show_train_defaults(parser) -> None:
             action.help += f" (default: {shown}, or the preset's)"
 
 
+# ``sample``'s values that a --preset's ``sampling`` may set, when neither a flag nor the preset gives one.
+SAMPLE_DEFAULTS = dict(sampler="ddpm", steps=50)
+
+
+def _resolve_sample_args(args) -> None:
+    """Fill ``sample``'s sampler, steps and classifier-free guidance from ``--preset`` (a flag given wins; a
+    guidance flag or --classifier replaces the preset's guidance), then from SAMPLE_DEFAULTS; in place."""
+    sampling = {}
+    if args.preset is not None:
+        from .presets import UnknownPresetError, get_preset
+
+        try:
+            sampling = dict(get_preset(args.preset).sampling)
+        except UnknownPresetError as err:
+            raise CLIError(f"--preset: {err}") from None
+    for k, v in SAMPLE_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, sampling.get(k, v))
+    guided = args.guidance_weight is not None or args.guidance_scale is not None or args.classifier is not None
+    if not guided and sampling.get("guidance_weight") is not None:
+        args.guidance_weight = sampling["guidance_weight"]
+        if args.guidance_interval is None and sampling.get("guidance_interval") is not None:
+            args.guidance_interval = tuple(sampling["guidance_interval"])
+
+
 def _preset_names():
     from .presets import list_presets
     return list_presets()
@@ -120,6 +145,10 @@ def _preset_names():
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from .optim import LR_SCHEDULES
+    from .parameterization import PARAMETERIZATIONS
+    from .train import LOSS_WEIGHTINGS
+
     p = argparse.ArgumentParser(
         prog="diffusion-lab", formatter_class=_Formatter,
         description="Train and sample the diffusion models of the diffusion-lab book.\n\n"
@@ -183,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int, help="global batch size")
     g.add_argument("--lr", type=_positive_float, help="AdamW learning rate (peak)")
     g.add_argument("--warmup", type=_nonneg_int, help="linear learning-rate warm-up steps")
-    g.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"),
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="after the warm-up: constant, or a cosine / linear decay to --min-lr-ratio × lr")
     g.add_argument("--min-lr-ratio", type=_unit_float, help="final lr / peak lr of a decaying --lr-schedule")
     g.add_argument("--weight-decay", type=_nonneg_float,
@@ -194,10 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ema-power", type=_nonneg_float,
                    help="power-function EMA with exponent γ instead: decay (1 - 1/t)^(γ+1) after step t (Karras "
                         "et al. 2024; 6.94 ≈ σ_rel 0.10)")
-    g.add_argument("--loss-weighting", choices=("none", "min_snr"),
+    g.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS,
                    help="per-timestep loss weight: none (L_simple) or min-SNR-γ, min(SNR_t, γ)/SNR_t")
     g.add_argument("--min-snr-gamma", type=_positive_float, help="γ of --loss-weighting min_snr")
-    g.add_argument("--prediction", choices=("eps", "x0", "v"),
+    g.add_argument("--prediction", choices=PARAMETERIZATIONS,
                    help="what the network outputs: ε (DDPM), x₀, or v = √ᾱ ε − √(1−ᾱ) x₀ (book 5.6); checkpoints "
                         "record it and load as ε-models")
     g.add_argument("--seed", type=int, help="seed of every random draw (weights, data order, t, ε, dropout)")
@@ -233,9 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "--guidance-weight 2 --n 100 --out grid.png")
     s.add_argument("checkpoint", help="a checkpoint path (as given to train --out) or a shipped model name "
                                       "(see diffusion_lab.pretrained.list_pretrained())")
-    s.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
-                   help="'ddpm': T ancestral steps (the seed's update); 'ddim': --steps model calls")
-    s.add_argument("--steps", type=_positive_int, default=50, help="DDIM: number of sampling steps (ignored by ddpm)")
+    s.add_argument("--preset", default=None,
+                   help="sample with a preset's sampling settings (sampler, steps, guidance weight and interval): "
+                        + ", ".join(_preset_names()) + "; any flag given overrides them")
+    s.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
+                   help="'ddpm': T ancestral steps (the seed's update); 'ddim': --steps model calls "
+                        f"(default: {SAMPLE_DEFAULTS['sampler']}, or the preset's)")
+    s.add_argument("--steps", type=_positive_int, default=None,
+                   help=f"DDIM: number of sampling steps, ignored by ddpm (default: {SAMPLE_DEFAULTS['steps']}, or "
+                        "the preset's)")
     s.add_argument("--eta", type=_unit_float, default=0.0, help="DDIM: η in [0, 1] (0 = deterministic, 1 = DDPM-like "
                                                                  "noise)")
     s.add_argument("--variance", choices=("beta", "beta_tilde"), default="beta",
@@ -447,6 +482,7 @@ def cmd_sample(args, parser) -> int:
     from .sampling import sample_batches
     from .plotting import save_grid
 
+    _resolve_sample_args(args)
     _set_threads(args.threads)
     device = args.device
     if device == "auto":

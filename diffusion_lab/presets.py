@@ -14,13 +14,13 @@ options, keyword arguments of :func:`build` its model fields, and on the command
 ``digits-cond-fast`` is the recipe of issue #11 ("time to quality"): the shipped ``digits-cond`` network trained
 on 80,000 images instead of 768,000 — v-prediction (book section 5.8; its checkpoints load as ε-models), batch 64,
 a cosine learning-rate decay, a power-function EMA instead of a constant decay, min-SNR-5 loss weighting and no
-dropout. ``benchmarks/time_to_quality.py`` measures it (with the sampling settings it names there) and
+dropout. ``benchmarks/time_to_quality.py`` measures it (with its ``sampling`` settings) and
 ``benchmarks/RESULTS.md`` holds its results: the ablation and the figures on held-out seeds.
 ``digits-cond`` is the recipe the shipped checkpoint was trained with.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import data
 from .checkpoint import LoadedModel
@@ -40,7 +40,9 @@ class UnknownPresetError(UnknownNameError):
 class Preset:
     """One recipe. ``model`` holds :func:`~diffusion_lab.models.build_model`'s ``kind`` and fields; ``schedule``
     :func:`~diffusion_lab.schedules.get_schedule`'s; ``train`` the :class:`~diffusion_lab.train.TrainConfig`
-    fields it sets (the rest keep their defaults)."""
+    fields it sets (the rest keep their defaults); ``sampling`` how it is sampled and measured — ``sampler``,
+    ``steps``, classifier-free ``guidance_weight`` (the book's w; diffusers' guidance_scale is 1 + w) and
+    ``guidance_interval`` — which ``diffusion-lab sample --preset NAME`` uses."""
 
     name: str
     description: str
@@ -48,8 +50,10 @@ class Preset:
     model: dict
     schedule: dict
     train: dict
+    sampling: dict = field(default_factory=dict)
 
 
+_DIGITS_SAMPLING = dict(sampler="ddim", steps=50, guidance_weight=2.0, guidance_interval=(0, 100))
 _DIGITS_UNET = dict(kind="unet", in_channels=1, image_size=8, base_channels=32, channel_mults=(1, 2), num_res_blocks=1,
                     attention_resolutions=(4,), num_heads=1, num_groups=32, dropout=0.1, num_classes=10)
 
@@ -60,11 +64,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            data="digits", model={**_DIGITS_UNET, "dropout": 0.0}, schedule=dict(name="linear", T=1000),
            train=dict(steps=1250, batch_size=64, lr=3e-3, warmup=100, lr_schedule="cosine", min_lr_ratio=0.0,
                       ema_decay=None, ema_power=6.94, loss_weighting="min_snr", min_snr_gamma=5.0,
-                      prediction="v", label_dropout=0.15, grad_clip=1.0, weight_decay=0.0)),
+                      prediction="v", label_dropout=0.15, grad_clip=1.0, weight_decay=0.0),
+           sampling=_DIGITS_SAMPLING),
     Preset("digits-cond", "the shipped digits-cond recipe (768,000 images)",
            data="digits", model=dict(_DIGITS_UNET), schedule=dict(name="linear", T=1000),
            train=dict(steps=6000, batch_size=128, lr=1e-3, warmup=200, ema_decay=0.999, label_dropout=0.15,
-                      grad_clip=1.0, weight_decay=0.0)),
+                      grad_clip=1.0, weight_decay=0.0),
+           sampling=_DIGITS_SAMPLING),
 )}
 
 

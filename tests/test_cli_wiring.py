@@ -90,6 +90,19 @@ def test_guidance_scale_is_diffusers_s_one_plus_w(sampler_calls, tmp_path):
     assert float(c["guidance"].w) == pytest.approx(2.5), "--guidance-scale s is w = s - 1"
 
 
+def test_sample_preset_supplies_the_presets_sampling_and_flags_override_it(sampler_calls, tmp_path):
+    from diffusion_lab import presets
+
+    want = presets.get_preset("digits-cond").sampling
+    assert _sample(tmp_path, "digits-cond", "--preset", "digits-cond", "--n", "2", "--threads", "1") == 0
+    assert _sample(tmp_path, "digits-cond", "--preset", "digits-cond", "--steps", "3", "--guidance-scale", "1.5",
+                   "--n", "2", "--threads", "1") == 0
+    a, b = sampler_calls
+    assert a["kind"] == want["sampler"] and a["steps"] == want["steps"]
+    assert float(a["guidance"].w) == want["guidance_weight"] and tuple(a["guidance"].interval) == want["guidance_interval"]
+    assert b["steps"] == 3 and float(b["guidance"].w) == pytest.approx(0.5) and b["guidance"].interval is None
+
+
 def test_guidance_scale_3_and_guidance_weight_2_give_identical_samples(tmp_path):
     """The two spellings of one guidance: diffusers' s = 3 is the seed's w = 2, down to the last bit."""
     from safetensors.torch import load_file
