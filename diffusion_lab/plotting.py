@@ -114,7 +114,7 @@ def draw_unet(model, ax=None, *, title: str | None = None):
     from matplotlib.patches import FancyBboxPatch
 
     blocks = unet_blocks(model)
-    cfg = getattr(model, "module", model).config
+    cfg = unwrap_model(model).config
     if ax is None:
         _, ax = plt.subplots(figsize=(12, 5.2))
     body = [b for b in blocks if b["path"] in ("down", "middle", "up", "out")]
@@ -159,7 +159,7 @@ def draw_unet(model, ax=None, *, title: str | None = None):
             ha="center", va="center", fontsize=7, bbox=dict(boxstyle="round", fc="#f3e8fb", ec="0.4", lw=0.8))
     ax.text(-0.55, pos[names[0]][1], "$x_t$", ha="right", va="center", fontsize=9)
     ax.text(len(body) - 1 + 0.55, pos[names[-1]][1], r"$\hat\epsilon$", ha="left", va="center", fontsize=9)
-    total = count_parameters(getattr(model, "module", model))
+    total = count_parameters(unwrap_model(model))
     ax.set_xlim(-1.0, len(body))
     ax.set_ylim(min(y for _, y in pos.values()) - 1.0, top + 0.45)
     ax.set_axis_off()

@@ -22,7 +22,7 @@ def test_home_follows_the_environment(home):
 
 def test_falls_back_to_the_shipped_model_with_a_note(home, capsys):
     loaded = reader_models.load_reader_or_shipped("digits-cond")
-    model, schedule, source = loaded.model, loaded.schedule, loaded.source
+    model, source = loaded.model, loaded.source
     assert source == "shipped"
     assert "using the shipped checkpoint" in capsys.readouterr().out
     shipped, _ = pretrained.load("digits-cond")
