@@ -8,7 +8,8 @@
   parameterization          ch. 5    what a network predicts (ε, x₀, v): targets, conversions, loss weights
   models, train, checkpoint ch. 5    UNet / MLP / noisy classifier, the training loop (optim: LR and EMA; runtime:
                                       devices, precision, processes), safetensors checkpoints and LoadedModel
-  sampling                  ch. 6    DDPM, DDIM, DDIM inversion
+  sampling                  ch. 6, 9 DDPM, DDIM, DDIM inversion, DPM-Solver++(2M)
+  flow_matching             ch. 9    flow matching: loss, Euler and Heun samplers, training
   guidance                  ch. 7–8  classifier guidance, classifier-free guidance
   metrics                   ch. 6–8  digits judge, Fréchet distance, diversity
   data, widgets, plotting   everywhere (plotting also writes the CLI's sample grids)

@@ -28,6 +28,15 @@ Gaussian, x_0 ~ N(m, s² I), is the one-component case, where the best ε is lin
 
     E[ε | x_t] = √(1−ᾱ_t) / (ᾱ_t s² + 1 − ᾱ_t) · (x_t − √ᾱ_t m).
 
+Flow matching (book chapter 9) uses the straight path x_t = (1 − t) x_0 + t ε, t ∈ [0, 1]. Given component k,
+x_t ~ N((1 − t) μ_k, C_k) with C_k = (1 − t)² Σ_k + t² I, and (x_0, ε, x_t) are jointly Gaussian, so the velocity
+that minimises the flow-matching loss, the posterior mean of the target ε − x_0, is in closed form (eq. 9.9):
+
+    v*(x, t) = Σ_k r_k(x) [ (t I − (1 − t) Σ_k) C_k⁻¹ (x − (1 − t) μ_k) − μ_k ],
+
+r_k the responsibilities under the path's marginal at t (:meth:`GaussianMixture.flow_velocity`). It is regular at
+both ends, t = 0 (the data) and t = 1 (pure noise).
+
 This is the package's one exact oracle: :class:`OptimalDenoiser` (any mixture, optionally with labels),
 :func:`GaussianOracle` (one isotropic Gaussian) and :func:`GaussianMixtureOracle` (K equally likely isotropic
 classes, with ``.classifier``) are all the same object.
@@ -149,6 +158,24 @@ class GaussianMixture:
         log_n = -0.5 * ((z ** 2 / v) + v.log() + math.log(2 * math.pi)).sum(-1)
         grad = -torch.einsum("kij,bkj->bki", self.evecs, z / v)             # −C_k⁻¹ d
         return self.weights.log()[None] + log_n, grad
+
+    def flow_velocity(self, x, t) -> torch.Tensor:
+        """The optimal flow-matching velocity v*(x, t) = E[ε − x_0 | x_t = x] on the straight path
+        x_t = (1 − t) x_0 + t ε, t ∈ [0, 1] a number or shape (B,); shape (B, D), float64 (see the module
+        docstring, book eq. 9.9)."""
+        x = self._flat(x)
+        t = torch.as_tensor(t, dtype=_F64).reshape(-1).expand(x.shape[0])
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise ValueError("flow-matching time t must lie in [0, 1] (0 = data, 1 = noise)")
+        a, s = (1.0 - t)[:, None, None], t[:, None, None]
+        d = x[:, None, :] - a * self.means[None]                            # (B, K, D)
+        z = torch.einsum("kji,bkj->bki", self.evecs, d)                      # U_kᵀ d
+        v = a ** 2 * self.evals[None] + s ** 2                               # eigenvalues of C_k
+        log_n = -0.5 * ((z ** 2 / v) + v.log()).sum(-1)
+        resp = torch.softmax(self.weights.log()[None] + log_n, dim=1)        # r_k(x) under the path at t
+        # (t I − (1 − t) Σ_k) C_k⁻¹ d, in the eigenbasis: (t − (1 − t) λ) / ((1 − t)² λ + t²)
+        comp = torch.einsum("kij,bkj->bki", self.evecs, (s - a * self.evals[None]) / v * z) - self.means[None]
+        return (resp[:, :, None] * comp).sum(1)
 
     def _log_prob_score(self, x, alpha_bar):
         logw, grad = self._components(x, alpha_bar)

@@ -1,4 +1,5 @@
-"""Samplers: DDPM ancestral sampling and DDIM (book chapter 6), with optional guidance (chapters 7–8).
+"""Samplers: DDPM ancestral sampling and DDIM (book chapter 6), DPM-Solver++(2M) (chapter 9), with optional
+guidance (chapters 7–8).
 
 Everything here is stateless over a schedule and a callable ``model(x_t, t, y=None) -> ε``; ``t`` is a
 LongTensor of code indices (code index t ↔ paper step t+1, see :mod:`diffusion_lab.schedules`).
@@ -10,6 +11,10 @@ Book equations:
   DDIM (Song et al. 2021, eq. 12), on a sub-sequence τ_1 < … < τ_S of code indices:
         x_{τ_{i−1}} = √ᾱ_{τ_{i−1}} x̂_0 + √(1 − ᾱ_{τ_{i−1}} − σ_i²) · ε_θ(x_{τ_i}, τ_i) + σ_i z
         σ_i = η · √((1 − ᾱ_{τ_{i−1}}) / (1 − ᾱ_{τ_i})) · √(1 − ᾱ_{τ_i} / ᾱ_{τ_{i−1}}),  ᾱ_{τ_0} := 1
+
+  DPM-Solver++(2M) (Lu et al. 2022), in λ = log(√ᾱ/√(1−ᾱ)) with α = √ᾱ, σ = √(1−ᾱ), h_i = λ_{i−1} − λ_i:
+        x_{τ_{i−1}} = (σ_{i−1}/σ_i) x_{τ_i} + α_{i−1} (1 − e^{−h_i}) D_i,
+        D_i = (1 + 1/(2r_i)) x̂_0(τ_i) − 1/(2r_i) x̂_0(τ_{i+1}),  r_i = h_{i+1}/h_i  (D_i = x̂_0(τ_i): first order = DDIM)
 
 The seed's sampling pseudo-code has 1/√ᾱ_t where eq. (3.7) has 1/√α_t, loops the paper's t from T to 1
 while indexing 0-based arrays, and adds noise at the last step; :func:`p_sample` is the corrected update.
@@ -39,8 +44,8 @@ from .errors import unknown_name
 from .guidance import Guidance, check_labels
 from .schedules import NoiseSchedule, check_schedule
 
-__all__ = ["p_sample", "ddpm_sample", "ddim_timesteps", "ddim_step", "ddim_sample", "ddim_invert", "Trajectory",
-           "SAMPLERS", "sample_batches"]
+__all__ = ["p_sample", "ddpm_sample", "ddim_timesteps", "ddim_step", "ddim_sample", "ddim_invert",
+           "DPM_SPACINGS", "dpm_solver_timesteps", "dpm_solver_coefficients", "dpm_solver_sample", "Trajectory", "SAMPLERS", "sample_batches"]
 
 DEFAULT_TRAJECTORY_FRAMES = 20
 
@@ -476,6 +481,138 @@ def ddim_invert(model, schedule: NoiseSchedule, x0: torch.Tensor, *, steps: int 
         return x
     xs = torch.stack(frames)
     return x, Trajectory(frames_steps, xs, xs[:1].expand_as(xs).clone())
+
+
+# ----------------------------------------------------------------------------- DPM-Solver++(2M)
+def _check_timesteps_list(timesteps, T):
+    """A custom grid of code indices for :func:`dpm_solver_sample`: distinct ints in [0, T−1], returned ascending."""
+    t = torch.as_tensor(timesteps)
+    if t.dim() != 1 or t.numel() < 1 or t.is_floating_point() or t.dtype == torch.bool:
+        raise ValueError(f"timesteps must be a 1-D list of int code indices in [0, T−1] = [0, {T - 1}], got {timesteps!r}")
+    t = t.long().sort().values
+    if int(t[0]) < 0 or int(t[-1]) > T - 1 or bool((t[1:] == t[:-1]).any()):
+        raise ValueError(f"timesteps must be distinct code indices in [0, T−1] = [0, {T - 1}], got {timesteps!r}")
+    return t
+
+
+DPM_SPACINGS = ("logsnr", "quadratic", "time")
+
+
+def dpm_solver_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "logsnr") -> torch.Tensor:
+    """The ascending grid of ``steps`` code indices for :func:`dpm_solver_sample`, from 0 to T−1.
+
+    ``"logsnr"``     the code indices nearest to S values evenly spaced in λ = log(√ᾱ/√(1−ᾱ)) (the default);
+    ``"time"``       :func:`ddim_timesteps`, evenly spaced in t (DDIM's grid);
+    ``"quadratic"``  round((T−1)(i/(S−1))²), i = 0…S−1: the "time_quadratic" grid of Lu et al.'s code, dense at low
+                     noise where x̂_0 changes fastest.
+
+    Indices that coincide after rounding are merged (only for ``steps`` near T), so the grid may be shorter.
+    """
+    check_schedule(schedule)
+    T = schedule.T
+    steps = _check_steps(steps, T)
+    if spacing not in DPM_SPACINGS:
+        raise unknown_name("spacing", spacing, DPM_SPACINGS)
+    if spacing == "time" or steps == 1:
+        return ddim_timesteps(T, steps)
+    if spacing == "quadratic":
+        u = torch.linspace(0, 1, steps, dtype=torch.float64)
+        return torch.unique(torch.floor(u ** 2 * (T - 1) + 0.5).long())
+    ab = schedule.alpha_bars
+    lam = 0.5 * (ab.log() - (1 - ab).log())                             # decreasing in t
+    target = torch.linspace(float(lam[-1]), float(lam[0]), steps, dtype=torch.float64)
+    return torch.unique((lam[None, :] - target[:, None]).abs().argmin(1))
+
+
+def dpm_solver_coefficients(schedule: NoiseSchedule, taus: torch.Tensor, order: int = 2) -> dict:
+    """The float64 coefficients of every DPM-Solver++ step over the ascending grid ``taus`` (code indices), in
+    the order the sampler takes them (from τ_S = the largest down to τ_1, then to x_0):
+
+        ``c_x``  σ_{i−1}/σ_i,  ``c_d``  α_{i−1} (1 − e^{−h_i}),  ``c_prev``  −1/(2 r_i) (0 for a first-order step),
+
+    so that x_{τ_{i−1}} = c_x x_{τ_i} + c_d ((1 − c_prev) x̂_0(τ_i) + c_prev x̂_0(τ_{i+1})). The first step
+    (no earlier x̂_0) and the last one (to σ = 0, where h = ∞) are first order, as in diffusers with
+    ``final_sigmas_type="zero"``. e^{−h} is written as σ_{i−1} α_i / (α_{i−1} σ_i), which is 0 at the last step.
+    """
+    ab = schedule.alpha_bars[taus.flip(0)]                              # descending: ᾱ at τ_S, …, τ_1
+    ab_next = torch.cat([ab[1:], torch.ones(1, dtype=torch.float64)])    # ᾱ at the target of each step (1 = x_0)
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    a_n, s_n = ab_next.sqrt(), (1 - ab_next).sqrt()
+    lam = a.log() - s.log()
+    exp_mh = s_n * a / (a_n * s)                                         # e^{−h}, h = λ_next − λ
+    c_x, c_d = s_n / s, a_n * (1 - exp_mh)
+    h = lam[1:] - lam[:-1]                                               # step sizes of the steps that have a next λ
+    c_prev = torch.zeros_like(c_x)
+    if order == 2 and len(taus) > 2:
+        r = h[:-1] / h[1:]                                               # r_i = h_{i+1} / h_i for steps 1 … S−2
+        c_prev[1:-1] = -1.0 / (2.0 * r)
+    return {"c_x": c_x, "c_d": c_d, "c_prev": c_prev, "sqrt_ab": a, "sqrt_1m_ab": s}
+
+
+def dpm_solver_sample(model, schedule: NoiseSchedule, shape, *, steps: int = 10, y=None, guidance=None,
+                      x_T: torch.Tensor | None = None, generator: torch.Generator | None = None, progress: bool = True,
+                      order: int = 2, spacing: str = "logsnr", timesteps=None, return_trajectory: bool = False,
+                      trajectory_every: int | None = None, device=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling", Algorithm 2): the
+    probability-flow ODE solved in the half-log-SNR λ = log(√ᾱ/√(1−ᾱ)) by the exponential integrator, with a
+    multistep second-order correction on the predicted x̂_0 (book chapter 9, eqs. 9.3–9.5). ``steps`` network
+    calls (2·``steps`` images with CFG, as for DDIM).
+
+    The grid is :func:`dpm_solver_timesteps` with ``spacing`` (``"logsnr"``, the default: evenly spaced in λ, as
+    Lu et al. recommend for small images; ``"quadratic"``: code indices (T−1)(i/(S−1))², dense at low noise;
+    ``"time"``: :func:`ddim_timesteps`, evenly spaced in t), or the code indices in ``timesteps``. ``order=1``
+    is DDIM with η = 0 on the same grid, step for step; ``order=2`` (default) uses x̂_0 of the previous step too.
+    The first step and the last one (to x_0, σ = 0) are first order. On the evenly spaced grid the last interval,
+    into code index 0, is several times longer in λ than the one before it (λ rises steeply near t = 0), so the
+    multistep extrapolation overshoots at few steps (book chapter 9 measures it); the log-SNR and quadratic grids
+    keep neighbouring λ steps comparable.
+
+    It matches diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
+    solver_type="midpoint", prediction_type="epsilon", lower_order_final=True, final_sigmas_type="zero")``
+    (book chapter 9 and ``tests/test_dpm_solver.py`` check it): with ``set_timesteps(timesteps=...)`` given this
+    grid descending, or, for diffusers' default ``timestep_spacing="linspace"``, with
+    ``timesteps=`` its ``scheduler.timesteps`` here (that spacing skips step 0 and jumps to x_0 from
+    round(999/S)).
+
+    Arguments as in :func:`ddim_sample`: ``y`` and ``guidance`` (CFG, an interval, classifier guidance through
+    ε), ``x_T`` fixes the starting noise, ``generator`` draws it. Returns x_0, or ``(x_0, trajectory)``.
+    """
+    model, schedule, guidance, _ = _boundary(model, schedule, y, guidance)
+    if timesteps is None:
+        taus = dpm_solver_timesteps(schedule, steps, spacing)
+        steps = len(taus)
+    else:
+        taus = _check_timesteps_list(timesteps, schedule.T)
+        steps = len(taus)
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 (DDIM) or 2 (DPM-Solver++(2M)), got {order!r}")
+    shape = _check_shape(shape, x_T)
+    device = _resolve_device(device, model, x_T)
+    B = shape[0]
+    y = _labels(y, B, device, model, guidance)
+    c = dpm_solver_coefficients(schedule, taus, order)
+    tau_desc = taus.flip(0).tolist()
+    rec = _Recorder(return_trajectory, steps, trajectory_every)
+    with torch.no_grad(), checks.trusted():
+        x = _start_noise(shape, x_T, generator, device)
+        tab = {k: v.tolist() for k, v in c.items()}      # Python floats: no device tensors to index in the loop
+        x0_prev = None
+        for i in tqdm(range(steps), desc="DPM-Solver++ sampling", disable=not progress, leave=False):
+            tau = tau_desc[i]
+            t = torch.full((B,), tau, dtype=torch.long, device=device)
+            # 1. ε̃ = ε_θ(x_τ, τ) after guidance, 2. x̂_0 = (x_τ − σ_τ ε̃) / α_τ (the data prediction)
+            eps = _guided_eps(model, x, t, y, guidance, tau)
+            if guidance is not None:
+                eps = guidance.adjust_eps(eps, schedule, x, t, y)
+            x0 = (x - tab["sqrt_1m_ab"][i] * eps) / tab["sqrt_ab"][i]
+            # 3. D = x̂_0 + (x̂_0 − x̂_0,prev)/(2r) (eq. 9.5), or x̂_0 at a first-order step
+            cp = tab["c_prev"][i]
+            d = x0 if cp == 0.0 or x0_prev is None else (1.0 - cp) * x0 + cp * x0_prev
+            # 4. the exponential-integrator step (eq. 9.4)
+            rec(i, tau + 1, x, x0)
+            x = tab["c_x"][i] * x + tab["c_d"][i] * d
+            x0_prev = x0
+    return (x, rec.finish(x)) if return_trajectory else x
 
 
 # ----------------------------------------------------------------------------- many samples

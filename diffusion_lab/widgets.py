@@ -100,14 +100,42 @@ def scrubber(frames: Sequence[bytes], labels: Sequence[str] | None = None, *, de
     images = [W.Image(value=bytes(f), format="png", layout=layout) for f in frames]
     stack = W.Stack(images, selected_index=0)
     # No `description=` on purpose: see the module docstring (MathJax 3 breaks described widgets).
-    slider = W.SelectionSlider(options=labels, index=0, continuous_update=True, layout=W.Layout(width="60%"))
-    play = W.Play(value=0, min=0, max=len(frames) - 1, step=1, interval=interval_ms)
-    caption = W.HTML(value=f"<b>{html.escape(description)}</b>") if description else None
+    slider, play = _slider_row_parts(labels, interval_ms)
     W.jslink((play, "value"), (slider, "index"))
     W.jslink((slider, "index"), (stack, "selected_index"))
-    box = W.VBox([W.HBox([play, caption, slider] if caption else [play, slider]), stack])
+    box = W.VBox(([caption_html(description)] if description else []) + [W.HBox([play, slider]), stack])
     box.stack, box.slider, box.play = stack, slider, play
     return box
+
+
+# One layout for every scrubber (and the live sampler, diffusion_lab/web/live.js, follows it): the caption on a
+# line of its own and never wrapped, then the Play button and the slider, whose track takes the rest of the row
+# and at least TRACK_MIN_PX. (Beside the Play button and the slider, a long caption squeezed the track to ~60 px.)
+TRACK_MIN_PX = 320
+
+
+def caption_html(text: str):
+    """The caption of a scrubber: bold, on one line (an ``HTML`` widget, which MathJax never typesets)."""
+    import ipywidgets as W
+
+    return W.HTML(value=f'<b style="white-space: nowrap">{html.escape(text)}</b>',
+                  layout=W.Layout(overflow="visible"))
+
+
+def _slider_row_parts(labels, interval_ms):
+    import ipywidgets as W
+
+    # the slider's box = its track + its readout (about as wide as the longest label, up to the ~160 px the widget
+    # manager's stylesheet allows it); flex lets it fill the row, which a ~690 px page column has room for
+    longest = max(len(s) for s in labels)
+    readout_px = min(8 * longest + 16, 160)
+    slider = W.SelectionSlider(options=labels, index=0, continuous_update=True,
+                               layout=W.Layout(flex="1 1 auto", width="auto",
+                                               min_width=f"{TRACK_MIN_PX + readout_px}px"),
+                               style={"description_width": "0px"})
+    play = W.Play(value=0, min=0, max=len(labels) - 1, step=1, interval=interval_ms,
+                  layout=W.Layout(flex="0 0 auto"))
+    return slider, play
 
 
 def chooser(children: Sequence, labels: Sequence[str], *, caption: str = "", sync_sliders: bool = True):
@@ -135,7 +163,7 @@ def chooser(children: Sequence, labels: Sequence[str], *, caption: str = "", syn
         if all(s is not None for s in sliders):
             for a, b in zip(sliders, sliders[1:]):
                 W.jslink((a, "index"), (b, "index"))
-    head = [W.HTML(value=f"<b>{html.escape(caption)}</b>")] if caption else []
+    head = [caption_html(caption)] if caption else []
     box = W.VBox([W.HBox(head + [buttons]), panel])
     box.buttons, box.stack = buttons, panel
     return box

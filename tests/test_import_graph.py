@@ -17,7 +17,7 @@ LAYERS = [
     ("diffusion math", {"diffusion", "likelihood", "gaussian_mixture", "parameterization"}),
     ("networks", {"models", "baselines"}),
     ("storage", {"checkpoint"}),
-    ("procedures", {"optim", "runtime", "train", "presets", "sampling", "guidance"}),
+    ("procedures", {"optim", "runtime", "train", "presets", "sampling", "guidance", "flow_matching"}),
     ("shipped models", {"pretrained", "reader_models"}),
     ("judgement", {"metrics"}),
     ("showing", {"widgets", "plotting", "diagrams"}),

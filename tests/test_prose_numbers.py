@@ -33,7 +33,7 @@ STRUCTURE = [
     r"\\tag\{\d+\.\d+\}",                              # equation tags
     r"\\label\{[^}]*\}",
     r"(?<![\d.])\(\d\.\d{1,2}[a-z]?\)(?:\s*[–-]\s*\(\d\.\d{1,2}[a-z]?\))?",   # equation references: (5.2), (5.5)–(5.7)
-    r"(?i)\b(?:sections?|§|§§|chapters?|eqs?\.|equations?|figure|table|algorithm|appendix)\s*\d+\.\d+"
+    r"(?i)(?:\b(?:sections?|chapters?|eqs?\.|equations?|figure|table|algorithm|appendix)|§§?)\s*\d+\.\d+"
     r"(?:\s*(?:,|and|–|-|to)\s*\d+\.\d+)*",            # section and equation numbers named in words
     r"^#+\s+\d+\.\d+",                                 # numbered headings
     r"(?<![\d.])\d+\.\d+\.\d+(?:\.\w+)?",              # versions (torch 2.13.0)
@@ -51,9 +51,34 @@ CONSTANTS = [
 ]
 # Constants of one page: {page name: [(regex, reason)]}
 PAGE_CONSTANTS: dict[str, list[tuple[str, str]]] = {
+    "01_generative_models.ipynb": [
+        (r"(?<=standard deviation )0\.1", "the 8 Gaussians' blob standard deviation (make_toy, chosen)"),
+        (r"(?<=radius )1\.5", "the radius of the 8 Gaussians' circle (make_toy, chosen)"),
+        (r"(?<=bandwidths )0\.05", "the smallest MMD kernel bandwidth (baselines.mmd2, chosen)"),
+        (r"(?<=3\\sigma = )0\.3", "a mode's radius, three blob standard deviations (mode_coverage, chosen)"),
+        (r"1\.2(?=\^2)", "the standard deviation of the frozen 'generator' of the discriminator check (chosen)"),
+        (r"(?<=\\beta = )0\.05", "the smallest β of the β-VAE experiment (chosen)"),
+    ],
+    "02_forward_process.ipynb": [
+        (r"0\.999", "the cosine schedule's clip on β_t (Nichol & Dhariwal; cited)"),
+    ],
     "03_reverse_process.ipynb": [
         (r"0\.3", "mean of chapter 3's toy data N(0.3, 0.4²) and N(0.3, 0.02²)"),
         (r"0\.4", "standard deviation of chapter 3's toy data N(0.3, 0.4²)"),
+    ],
+    "05_training.ipynb": [
+        (r"3\.17", "DDPM's CIFAR-10 FID with L_simple (Ho et al. 2020, table 1; cited)"),
+        (r"13\.51", "DDPM's FID with the true bound and fixed variances (table 1; cited)"),
+        (r"3\.75", "DDPM's CIFAR-10 NLL bound with L_simple, bits/dim (table 1; cited)"),
+        (r"3\.70", "DDPM's NLL bound with the true bound (table 1; cited)"),
+        (r"0\.9999", "DDPM's EMA decay (cited)"),
+        (r"0\.999", "EMA decay of the shipped recipe and of exercise 3 (chosen)"),
+        (r"0\.995", "EMA decay of the chapter's 2-D loop fit() (chosen)"),
+        (r"0\.9", "EMA decay of exercise 3 (chosen)"),
+        (r"95 %", "the accuracy target of benchmarks/RESULTS.md's time-to-quality runs (chosen)"),
+        (r"1\.5×", "the distance target there: FD within 1.5× the real train-vs-test value (chosen)"),
+        (r"4\.43", "benchmarks/RESULTS.md ablation: FD of the ε recipe (R4) at 80,000 images"),
+        (r"2\.45", "benchmarks/RESULTS.md ablation: FD of the v recipe (R5) at 80,000 images"),
     ],
     "08_classifier_free_guidance.ipynb": [
         (r"0\.1–0\.2", "the label-dropout range the CFG paper recommends (cited)"),
@@ -91,7 +116,7 @@ def test_scanner_finds_typed_figures_and_spares_structure():
     typed = "The shipped model scores 96.0 % and FD 10.64, 16× the images, 25% more, 25 times, 50-fold, 2480×."
     assert typed_figures(typed, "x.md") == ["96.0 %", "10.64", "16×", "25%", "25 times", "50-fold", "2480×"]
     spared = ("## 5.1 The bound\nBy (5.2) and (5.5)–(5.7), section 5.8 and eq. 4.9; {glue:text}`fd:.2f` and "
-              "{glue:text}`05_training.ipynb::acc:.1%`; `ema_decay=0.999`; torch 2.13.0; $\\beta_T = 0.02$; 8×8 digits.\n"
+              "{glue:text}`05_training.ipynb::acc:.1%`; `ema_decay=0.999`; torch 2.13.0; $\\beta_T = 0.02$; 8×8 digits; §2.2.\n"
               "```python\nx = 0.5\n```\n$$\na = b\n\\tag{5.3}\n$$")
     assert typed_figures(spared, "x.md") == []
 

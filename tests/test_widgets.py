@@ -14,7 +14,7 @@ from ipywidgets.embed import embed_data  # noqa: E402
 from ipywidgets.widgets import widget as _widget_module  # noqa: E402
 from ipywidgets.widgets.widget_link import Link  # noqa: E402
 
-from diffusion_lab.widgets import array_to_png, png_bytes, render_frames, scrubber  # noqa: E402
+from diffusion_lab.widgets import TRACK_MIN_PX, array_to_png, png_bytes, render_frames, scrubber  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -40,9 +40,11 @@ def test_scrubber_structure(frames):
     labels = ["t=1", "t=500", "t=1000"]
     box = scrubber(frames, labels, description="step", interval_ms=250)
     assert isinstance(box, W.VBox)
-    row, stack = box.children
-    play, caption, slider = row.children
-    assert isinstance(caption, W.HTML) and "step" in caption.value
+    caption, row, stack = box.children
+    play, slider = row.children
+    # the caption on its own line, never wrapped; the slider fills the row, its track at least TRACK_MIN_PX
+    assert isinstance(caption, W.HTML) and "step" in caption.value and "nowrap" in caption.value
+    assert slider.layout.flex == "1 1 auto" and int(slider.layout.min_width[:-2]) >= TRACK_MIN_PX
     assert (box.play, box.slider, box.stack) == (play, slider, stack)
     assert isinstance(play, W.Play) and isinstance(slider, W.SelectionSlider) and isinstance(stack, W.Stack)
     # one Image per frame, in order, holding exactly the PNG bytes

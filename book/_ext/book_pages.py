@@ -32,6 +32,7 @@ CHAPTER_TITLES = {
     "06_sampling": "6. Sampling",
     "07_classifier_guidance": "7. Classifier guidance",
     "08_classifier_free_guidance": "8. Classifier-free guidance",
+    "09_beyond": "9. Beyond the source: ODE solvers and flow matching",
 }
 
 

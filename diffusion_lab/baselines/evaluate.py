@@ -48,21 +48,40 @@ def _within_mean(k: torch.Tensor) -> torch.Tensor:
 def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     """Energy distance between samples x (N, D) and y (M, D): 2E‖X−Y‖ − E‖X−X'‖ − E‖Y−Y'‖ (U-statistics)."""
     x, y = _pair(x, y)
-    return float(2 * torch.cdist(x, y).mean() - _within_mean(torch.cdist(x, x)) - _within_mean(torch.cdist(y, y)))
+    return _energy(x, y, _energy_within(y))
+
+
+def _energy_within(y: torch.Tensor) -> torch.Tensor:
+    return _within_mean(torch.cdist(y, y))
+
+
+def _energy(x: torch.Tensor, y: torch.Tensor, yy: torch.Tensor) -> float:
+    """The energy distance of checked float64 samples, given y's within-sample term ``yy``."""
+    return float(2 * torch.cdist(x, y).mean() - _within_mean(torch.cdist(x, x)) - yy)
+
+
+def _bandwidths(bandwidths) -> list[float]:
+    hs = [float(h) for h in bandwidths]
+    if not hs or any(not h > 0 for h in hs):
+        raise ValueError(f"bandwidths must be positive numbers, got {bandwidths!r}")
+    return hs
+
+
+def _kernel(a: torch.Tensor, b: torch.Tensor, hs: list[float]) -> torch.Tensor:
+    d2 = torch.cdist(a, b) ** 2
+    return sum(torch.exp(-d2 / (2 * h * h)) for h in hs)
+
+
+def _mmd2(x: torch.Tensor, y: torch.Tensor, hs: list[float], kyy: torch.Tensor) -> float:
+    """The squared MMD of checked float64 samples, given y's within-sample term ``kyy``."""
+    return float(_within_mean(_kernel(x, x, hs)) + kyy - 2 * _kernel(x, y, hs).mean())
 
 
 def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths=DEFAULT_BANDWIDTHS) -> float:
     """Unbiased squared MMD with the kernel Σ_h exp(−‖a−b‖²/(2h²)) over ``bandwidths``."""
     x, y = _pair(x, y)
-    hs = [float(h) for h in bandwidths]
-    if not hs or any(not h > 0 for h in hs):
-        raise ValueError(f"bandwidths must be positive numbers, got {bandwidths!r}")
-
-    def k(a, b):
-        d2 = torch.cdist(a, b) ** 2
-        return sum(torch.exp(-d2 / (2 * h * h)) for h in hs)
-
-    return float(_within_mean(k(x, x)) + _within_mean(k(y, y)) - 2 * k(x, y).mean())
+    hs = _bandwidths(bandwidths)
+    return _mmd2(x, y, hs, _within_mean(_kernel(y, y, hs)))
 
 
 def mode_coverage(samples: torch.Tensor, centers: torch.Tensor = EIGHT_GAUSSIANS_CENTERS,
@@ -98,7 +117,8 @@ class SampleJudge:
 
     Each set of samples is judged once: the result is kept for that tensor object (a reference to it is held, so its
     ``id`` cannot be reused) and computed again only if the tensor was changed in place since. A different tensor
-    with the same values is judged afresh. ``evaluations`` counts the sets actually judged.
+    with the same values is judged afresh. ``evaluations`` counts the sets actually judged. The reference's own
+    within-sample terms of the two distances are computed once, so a judgement costs what the samples add.
     """
 
     def __init__(self, reference: torch.Tensor, centers: torch.Tensor = EIGHT_GAUSSIANS_CENTERS,
@@ -111,6 +131,9 @@ class SampleJudge:
         if not std > 0:
             raise ValueError(f"std must be > 0, got {std!r}")
         self.reference, self.centers, self.std = reference, centers, float(std)
+        self._ref = _pair(reference, reference)[0]
+        self._hs = _bandwidths(DEFAULT_BANDWIDTHS)
+        self._ref_terms = None            # the reference's within-sample terms, computed once, at the first call
         self.evaluations = 0
         self._cache: dict[int, tuple[torch.Tensor, int, dict]] = {}
 
@@ -122,7 +145,10 @@ class SampleJudge:
         if hit is not None and hit[0] is samples and hit[1] == samples._version:
             return dict(hit[2])
         cov = mode_coverage(samples, self.centers, self.std)
-        result = {"energy": energy_distance(samples, self.reference), "mmd": mmd2(samples, self.reference),
+        x, y = _pair(samples, self._ref)
+        if self._ref_terms is None:
+            self._ref_terms = (_energy_within(y), _within_mean(_kernel(y, y, self._hs)))
+        result = {"energy": _energy(x, y, self._ref_terms[0]), "mmd": _mmd2(x, y, self._hs, self._ref_terms[1]),
                   "modes": cov["covered"], "in_mode": cov["in_mode"]}
         self._cache[id(samples)] = (samples, samples._version, result)
         self.evaluations += 1
