@@ -35,7 +35,8 @@ def main(argv=None) -> dict:
     for rep in range(args.repeats):
         for name, kw in VARIANTS.items():
             torch.manual_seed(0)
-            model, schedule, _ = presets.build("digits-cond-fast")
+            fresh = presets.build("digits-cond-fast")
+            model, schedule = fresh.network, fresh.schedule
             r = train(model, schedule, (x, y), preset="digits-cond-fast", steps=max(1, args.images // kw["batch_size"]),
                       device="cpu", progress=False, **kw)
             rates[name].append(r.samples_per_s)

@@ -35,10 +35,10 @@ TARGET_FD_RATIO = 1.5
 
 
 def evaluate(model, schedule, sampling: dict, n_per_class: int, seed: int, judge, real_fd: float) -> dict:
-    """Judge accuracy and Fréchet distance of ``n_per_class`` CFG samples per digit (DDIM, the preset's w)."""
+    """Judge accuracy and Fréchet distance of ``n_per_class`` CFG samples per digit (DDIM, the preset's ``sampling``: its guidance weight w and interval)."""
     labels = torch.arange(10).repeat(n_per_class)
     interval = sampling.get("guidance_interval")
-    guidance = ClassifierFreeGuidance(sampling.get("guidance_scale", 2.0),
+    guidance = ClassifierFreeGuidance(sampling["guidance_weight"],
                                       interval=tuple(interval) if interval else None)
     model.eval()
     with torch.no_grad():
@@ -55,7 +55,8 @@ def run_recipe(name: str, *, max_images: int, eval_every: int, n_per_class: int,
     steps = min(p.train["steps"], max(1, max_images // bs))
     eval_steps = sorted({min(steps, -(-k // bs)) for k in range(eval_every, steps * bs + eval_every, eval_every)})
     torch.manual_seed(seed)
-    model, schedule, _ = presets.build(name)
+    fresh = presets.build(name)
+    model, schedule = fresh.network, fresh.schedule
     x, y = presets.training_data(name)
     rows, first = [], {"accuracy": None, "fd": None, "both": None}
     clock = {"eval": 0.0, "t0": time.perf_counter(), "cpu0": time.process_time()}

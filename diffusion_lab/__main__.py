@@ -2,8 +2,8 @@
 (also installed as the ``diffusion-lab`` console script).
 
     diffusion-lab train --model unet --data digits --conditional --label-dropout 0.15 --steps 6000 --out runs/cond
-    diffusion-lab sample runs/cond --sampler ddim --steps 50 --guidance-scale 2 --n 100 --out grid.png
-    diffusion-lab sample digits-cond --sampler ddpm --guidance-scale 2          # a shipped model by name
+    diffusion-lab sample runs/cond --sampler ddim --steps 50 --guidance-weight 2 --n 100 --out grid.png
+    diffusion-lab sample digits-cond --sampler ddpm --guidance-scale 3          # a shipped model; diffusers' s = 1 + w
 
 ``train`` is a thin shell around :func:`diffusion_lab.train.train` / :func:`~diffusion_lab.train.train_classifier`;
 ``sample`` around :func:`~diffusion_lab.sampling.ddpm_sample` / :func:`~diffusion_lab.sampling.ddim_sample` with
@@ -81,7 +81,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 class _TrainFormatter(_Formatter):
-    """``train``'s flags default to None (meaning "the preset's value, else TRAIN_DEFAULTS"): show no None."""
+    """``train``'s flags default to None (meaning "the preset's value, else the default"): show no None."""
 
     def _get_help_string(self, action):
         return action.help if action.default is None else super()._get_help_string(action)
@@ -89,14 +89,53 @@ class _TrainFormatter(_Formatter):
 
 _nonneg_float = _checked(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
 
-# ``train``'s values when neither a flag nor a --preset gives one (the flags themselves default to None).
-TRAIN_DEFAULTS = dict(
+# ``train``'s values that are not training options, when neither a flag nor a --preset gives one (the flags default
+# to None). The training options' defaults are TrainConfig's (diffusion_lab.train.TASK_DEFAULTS per kind of run):
+# they are not repeated here.
+CLI_DEFAULTS = dict(
     model="unet", base_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,), num_heads=1,
     num_groups=32, dropout=0.1, hidden_dim=128, num_blocks=3, data="digits", data_root="data", toy_points=8000,
-    conditional=False, label_dropout=None, schedule="linear", T=1000, steps=2000, batch_size=128, lr=5e-4,
-    warmup=200, lr_schedule="constant", min_lr_ratio=0.0, weight_decay=None, grad_clip=1.0, ema_decay=0.999,
-    ema_power=None, loss_weighting="none", min_snr_gamma=5.0, prediction="eps", seed=0, device="auto", amp="auto",
-    channels_last=None, compile=False, threads=None, checkpoint_every=1000, log_every=50)
+    conditional=False, schedule="linear", T=1000, device="auto", threads=None)
+
+
+def _show_train_defaults(parser) -> None:
+    """Append each ``train`` flag's default to its help: CLI_DEFAULTS, or the denoiser's TrainConfig field (the
+    classifier's and the conditional model's differences, TASK_DEFAULTS, are named in the flags' help)."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    defaults = dict(CLI_DEFAULTS, **{f.name: f.default for f in dataclasses.fields(TrainConfig)})
+    for action in parser._actions:
+        v = defaults.get(action.dest)
+        if v is not None and action.help:
+            shown = ",".join(map(str, v)) if isinstance(v, tuple) else v
+            action.help += f" (default: {shown}, or the preset's)"
+
+
+# ``sample``'s values that a --preset's ``sampling`` may set, when neither a flag nor the preset gives one.
+SAMPLE_DEFAULTS = dict(sampler="ddpm", steps=50)
+
+
+def _resolve_sample_args(args) -> None:
+    """Fill ``sample``'s sampler, steps and classifier-free guidance from ``--preset`` (a flag given wins; a
+    guidance flag or --classifier replaces the preset's guidance), then from SAMPLE_DEFAULTS; in place."""
+    sampling = {}
+    if args.preset is not None:
+        from .presets import UnknownPresetError, get_preset
+
+        try:
+            sampling = dict(get_preset(args.preset).sampling)
+        except UnknownPresetError as err:
+            raise CLIError(f"--preset: {err}") from None
+    for k, v in SAMPLE_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, sampling.get(k, v))
+    guided = args.guidance_weight is not None or args.guidance_scale is not None or args.classifier is not None
+    if not guided and sampling.get("guidance_weight") is not None:
+        args.guidance_weight = sampling["guidance_weight"]
+        if args.guidance_interval is None and sampling.get("guidance_interval") is not None:
+            args.guidance_interval = tuple(sampling["guidance_interval"])
 
 
 def _preset_names():
@@ -106,6 +145,10 @@ def _preset_names():
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from .optim import LR_SCHEDULES
+    from .parameterization import PARAMETERIZATIONS
+    from .train import LOSS_WEIGHTINGS
+
     p = argparse.ArgumentParser(
         prog="diffusion-lab", formatter_class=_Formatter,
         description="Train and sample the diffusion models of the diffusion-lab book.\n\n"
@@ -114,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="{train,sample}")
     sub.required = True
 
-    # ---- train (every default lives in TRAIN_DEFAULTS, so a --preset's values can sit between it and the flags)
+    # ---- train (defaults: CLI_DEFAULTS and TrainConfig, so a --preset's values can sit between them and the flags)
     t = sub.add_parser("train", formatter_class=_TrainFormatter,
                        help="train a model (DDPM L_simple, or noisy cross-entropy)",
                        description="Train a denoiser ε_θ on L_simple (DDPM Algorithm 1) or, with "
@@ -156,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "guidance); the 2-D toys have no labels")
     g.add_argument("--label-dropout", type=_unit_float,
                    help="probability of replacing a label by the null label while training (CFG needs > 0; "
-                        "0.1-0.2 is usual). Default: 0.15 with --conditional")
+                        "0.1-0.2 is usual). Default with --conditional: TASK_DEFAULTS['cfg'], 0.15")
 
     g = t.add_argument_group("diffusion schedule")
     g.add_argument("--schedule", choices=("linear", "cosine"),
@@ -169,21 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int, help="global batch size")
     g.add_argument("--lr", type=_positive_float, help="AdamW learning rate (peak)")
     g.add_argument("--warmup", type=_nonneg_int, help="linear learning-rate warm-up steps")
-    g.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"),
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="after the warm-up: constant, or a cosine / linear decay to --min-lr-ratio × lr")
     g.add_argument("--min-lr-ratio", type=_unit_float, help="final lr / peak lr of a decaying --lr-schedule")
     g.add_argument("--weight-decay", type=_nonneg_float,
-                   help="AdamW weight decay (default: 0 for denoisers, 0.05 for the classifier)")
+                   help="AdamW weight decay (the classifier's default: 0.05, TASK_DEFAULTS['classifier'])")
     g.add_argument("--grad-clip", type=_nonneg_float, help="gradient-norm clip (0 = off)")
     g.add_argument("--ema", type=_ema_value, dest="ema_decay",
                    help="constant EMA decay of the weights (0 = no EMA); the EMA weights are the ones to sample with")
     g.add_argument("--ema-power", type=_nonneg_float,
                    help="power-function EMA with exponent γ instead: decay (1 - 1/t)^(γ+1) after step t (Karras "
                         "et al. 2024; 6.94 ≈ σ_rel 0.10)")
-    g.add_argument("--loss-weighting", choices=("none", "min_snr"),
+    g.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS,
                    help="per-timestep loss weight: none (L_simple) or min-SNR-γ, min(SNR_t, γ)/SNR_t")
     g.add_argument("--min-snr-gamma", type=_positive_float, help="γ of --loss-weighting min_snr")
-    g.add_argument("--prediction", choices=("eps", "x0", "v"),
+    g.add_argument("--prediction", choices=PARAMETERIZATIONS,
                    help="what the network outputs: ε (DDPM), x₀, or v = √ᾱ ε − √(1−ᾱ) x₀ (book 5.6); checkpoints "
                         "record it and load as ε-models")
     g.add_argument("--seed", type=int, help="seed of every random draw (weights, data order, t, ε, dropout)")
@@ -204,36 +247,45 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=_positive_int, help="save a checkpoint every N steps")
     g.add_argument("--log-every", type=_positive_int, help="progress-bar loss window (steps)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (the summary line is still printed)")
-    for action in t._actions:
-        if action.dest in TRAIN_DEFAULTS and TRAIN_DEFAULTS[action.dest] is not None:
-            v = TRAIN_DEFAULTS[action.dest]
-            shown = ",".join(map(str, v)) if isinstance(v, tuple) else v
-            action.help += f" (default: {shown}, or the preset's)"
+    _show_train_defaults(t)
 
     # ---- sample
     s = sub.add_parser("sample", formatter_class=_Formatter, help="sample a checkpoint or a shipped model",
                        description="Sample a trained denoiser with DDPM (ancestral) or DDIM, optionally with "
-                                   "classifier-free guidance (--guidance-scale) or classifier guidance "
+                                   "classifier-free guidance (--guidance-weight w, or diffusers' --guidance-scale "
+                                   "s = 1 + w) or classifier guidance "
                                    "(--classifier). Saves a grid (PNG; a scatter plot for 2-D toys) and, on 8x8 "
                                    "digits, prints a 'metrics:' line (judge accuracy on the requested labels, "
                                    "Fréchet distance to the digits train split next to the real train-vs-test "
                                    "value, diversity). Ends with one 'summary:' line.",
                        epilog="example: diffusion-lab sample digits-cond --sampler ddim --steps 50 "
-                              "--guidance-scale 2 --n 100 --out grid.png")
+                              "--guidance-weight 2 --n 100 --out grid.png")
     s.add_argument("checkpoint", help="a checkpoint path (as given to train --out) or a shipped model name "
                                       "(see diffusion_lab.pretrained.list_pretrained())")
-    s.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
-                   help="'ddpm': T ancestral steps (the seed's update); 'ddim': --steps model calls")
-    s.add_argument("--steps", type=_positive_int, default=50, help="DDIM: number of sampling steps (ignored by ddpm)")
+    s.add_argument("--preset", default=None,
+                   help="sample with a preset's sampling settings (sampler, steps, guidance weight and interval): "
+                        + ", ".join(_preset_names()) + "; any flag given overrides them")
+    s.add_argument("--sampler", choices=("ddpm", "ddim"), default=None,
+                   help="'ddpm': T ancestral steps (the seed's update); 'ddim': --steps model calls "
+                        f"(default: {SAMPLE_DEFAULTS['sampler']}, or the preset's)")
+    s.add_argument("--steps", type=_positive_int, default=None,
+                   help=f"DDIM: number of sampling steps, ignored by ddpm (default: {SAMPLE_DEFAULTS['steps']}, or "
+                        "the preset's)")
     s.add_argument("--eta", type=_unit_float, default=0.0, help="DDIM: η in [0, 1] (0 = deterministic, 1 = DDPM-like "
                                                                  "noise)")
     s.add_argument("--variance", choices=("beta", "beta_tilde"), default="beta",
                    help="DDPM: reverse variance σ² = β_t (the seed's) or β̃_t")
-    s.add_argument("--guidance-scale", type=_finite_float, default=None, metavar="W",
-                   help="classifier-free guidance weight w: ε̃ = (1+w)·ε(y) − w·ε(∅) (0 = plain conditional; "
-                        "diffusers' guidance_scale is 1+w). Needs a conditional model trained with label dropout")
+    cfg_group = s.add_mutually_exclusive_group()
+    cfg_group.add_argument("--guidance-weight", type=_finite_float, default=None, metavar="W",
+                           help="classifier-free guidance weight w, the book's and the seed's: "
+                                "ε̃ = (1+w)·ε(y) − w·ε(∅) (0 = plain conditional). Needs a conditional model trained "
+                                "with label dropout")
+    cfg_group.add_argument("--guidance-scale", type=_finite_float, default=None, metavar="S",
+                           help="classifier-free guidance in diffusers' convention: guidance_scale s = 1 + w, "
+                                "ε̃ = ε(∅) + s·(ε(y) − ε(∅)) (1 = plain conditional; --guidance-scale 3 is "
+                                "--guidance-weight 2)")
     s.add_argument("--guidance-interval", type=_interval, default=None, metavar="LO,HI",
-                   help="apply --guidance-scale only at code timesteps LO..HI (0-based, both included) and sample "
+                   help="apply classifier-free guidance only at code timesteps LO..HI (0-based, both included) and sample "
                         "plain conditional elsewhere: the guidance interval, book eq. (8.2); e.g. '0,100'")
     s.add_argument("--labels", default=None,
                    help="target labels: comma-separated ('3' or '0,1,2'), cycled over the --n samples; default "
@@ -290,10 +342,10 @@ def _build_model(args, x, num_classes):
 
 
 def _resolve_train_args(args) -> None:
-    """Give every ``train`` option its value, in place: the flag if given, else the --preset's, else
-    TRAIN_DEFAULTS. An explicit --ema switches off a preset's power EMA, and --ema-power a constant one."""
-    given = {k for k in TRAIN_DEFAULTS if getattr(args, k, None) is not None}
-    values = dict(TRAIN_DEFAULTS)
+    """Give every ``train`` option that is not a training option its value, in place: the flag if given, else
+    the --preset's, else CLI_DEFAULTS."""
+    given = {k for k in CLI_DEFAULTS if getattr(args, k, None) is not None}
+    values = dict(CLI_DEFAULTS)
     if args.preset is not None:
         from .presets import UnknownPresetError, get_preset
 
@@ -304,25 +356,42 @@ def _resolve_train_args(args) -> None:
         model = dict(p.model)
         values.update({k: v for k, v in model.items() if k in values}, model=model["kind"], data=p.data,
                       schedule=p.schedule["name"], T=p.schedule.get("T", values["T"]),
-                      conditional=model.get("num_classes") is not None, **p.train)
+                      conditional=model.get("num_classes") is not None)
     values.update({k: getattr(args, k) for k in given})
-    from .train import TrainConfig
-
-    TrainConfig.settle_ema(values, given)
-    if values["ema_decay"] == 0.0:
-        values["ema_decay"] = None
-    if not values["conditional"] and "label_dropout" not in given:
-        values["label_dropout"] = None
     for k, v in values.items():
         setattr(args, k, v)
+
+
+def train_config(args):
+    """The :class:`~diffusion_lab.train.TrainConfig` that ``train``'s flags ask for: the --preset's settings, else
+    the defaults of the kind of run (``TrainConfig.for_task``: ``"classifier"`` for ``--model noisy_classifier``,
+    ``"cfg"`` with ``--conditional``, else ``"denoiser"``), with only the flags the user gave on top — the same
+    config the API builds for the same request. ``--ema 0`` and ``--grad-clip 0`` mean "off" (None)."""
+    from .train import TrainConfig
+
+    given = {k: getattr(args, k) for k in TrainConfig.field_names() if getattr(args, k, None) is not None}
+    if given.get("ema_decay") == 0.0:
+        given["ema_decay"] = None
+    if given.get("grad_clip") == 0.0:
+        given["grad_clip"] = None
+    if not args.conditional and "label_dropout" not in given:
+        given["label_dropout"] = 0.0          # a preset's label dropout does not apply to an unconditional model
+    task = "classifier" if args.model == "noisy_classifier" else "cfg" if args.conditional else "denoiser"
+    try:
+        if args.preset is not None:
+            return TrainConfig.resolve(preset=args.preset, **given)
+        return TrainConfig.for_task(task, **given)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def cmd_train(args, parser) -> int:
     import torch
 
     from .checkpoint import checkpoint_files, read_checkpoint_json, record_run
+    from .optim import ema_smoothed
     from .schedules import get_schedule
-    from .train import TrainConfig, ema_smoothed, train, train_classifier
+    from .train import train, train_classifier
 
     _resolve_train_args(args)
     if args.label_dropout is not None and args.label_dropout > 0 and not args.conditional:
@@ -333,19 +402,12 @@ def cmd_train(args, parser) -> int:
         raise CLIError(f"--model noisy_classifier needs labelled images; --data {args.data} has no labels")
     if args.conditional and args.data in TOY_DATA:
         raise CLIError(f"--conditional needs labels; the 2-D toy --data {args.data} has none")
-    label_dropout = (0.15 if args.label_dropout is None else args.label_dropout) if args.conditional else 0.0
     classifier = args.model == "noisy_classifier"
-    opts = {k: getattr(args, k) for k in TrainConfig.field_names() if hasattr(args, k)}
-    opts.update(label_dropout=label_dropout, grad_clip=args.grad_clip or None,
-                weight_decay=args.weight_decay if args.weight_decay is not None else (0.05 if classifier else 0.0))
-    try:
-        config = TrainConfig(**opts)
-    except ValueError as err:
-        raise CLIError(str(err)) from None
+    config = train_config(args)
     _set_threads(args.threads)
 
-    x, y, num_classes = load_data(args.data, args.data_root, args.toy_points, args.seed)
-    torch.manual_seed(args.seed)  # the initial weights
+    x, y, num_classes = load_data(args.data, args.data_root, args.toy_points, config.seed)
+    torch.manual_seed(config.seed)  # the initial weights
     model = _build_model(args, x, num_classes)
     schedule = get_schedule(args.schedule, T=args.T)
     out = Path(args.out)
@@ -355,7 +417,7 @@ def cmd_train(args, parser) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     if not args.no_progress:
         print(f"{args.model} ({n_params:,} parameters) on {args.data} {tuple(x.shape)}, {args.schedule} schedule "
-              f"T={args.T}, {args.steps} steps x batch {args.batch_size}", file=sys.stderr)
+              f"T={args.T}, {config.steps} steps x batch {config.batch_size}", file=sys.stderr)
 
     common = dict(config=config, device=args.device, checkpoint_path=out, resume=args.resume,
                   progress=not args.no_progress)
@@ -370,11 +432,11 @@ def cmd_train(args, parser) -> int:
     ckpt = checkpoint_files(out)["json"]
     run = {
         "command": "python -m diffusion_lab " + " ".join(shlex.quote(a) for a in args.argv),
-        "steps_run": round(res.samples_per_s * res.wall_time / args.batch_size),
+        "steps_run": round(res.samples_per_s * res.wall_time / config.batch_size),
         "wall_time_s": round(res.wall_time, 2), "img_per_s": round(res.samples_per_s, 1),
         "device": res.device, "amp": res.amp, "threads": torch.get_num_threads(), "torch": torch.__version__}
     loss = ema_smoothed(res.losses)
-    record_run(out, run, previous_runs=prev_runs, data=args.data, num_params=n_params, label_dropout=label_dropout,
+    record_run(out, run, previous_runs=prev_runs, data=args.data, num_params=n_params, label_dropout=config.label_dropout,
                preset=args.preset, final_loss_ema=round(loss, 5))
     print(f"summary: steps={res.steps} final_loss={loss:.5f} wall_s={wall:.1f} img_per_s={res.samples_per_s:.1f} "
           f"device={res.device} out={ckpt}")
@@ -383,15 +445,14 @@ def cmd_train(args, parser) -> int:
 
 # ----------------------------------------------------------------------------- sample
 def resolve_model(spec: str, device="cpu"):
-    """``(model, schedule, meta)`` for a checkpoint path or a shipped model name."""
+    """The :class:`~diffusion_lab.checkpoint.LoadedModel` of a checkpoint path or a shipped model name."""
     from . import pretrained
     from .checkpoint import checkpoint_files, load_checkpoint
 
     if checkpoint_files(spec)["json"].exists():
         return load_checkpoint(spec, device=device)
     if spec in pretrained.list_pretrained():
-        model, schedule = pretrained.load(spec, device=device)
-        return model, schedule, pretrained.info(spec)
+        return pretrained.load(spec, device=device)
     raise CLIError(f"{spec!r} is neither a checkpoint (no {checkpoint_files(spec)['json']}) nor a shipped model "
                    f"({', '.join(pretrained.list_pretrained())})")
 
@@ -419,52 +480,55 @@ def cmd_sample(args, parser) -> int:
     matplotlib.use("Agg")   # the command line draws no window
 
     from .sampling import sample_batches
-    from .widgets import save_grid
+    from .plotting import save_grid
 
+    _resolve_sample_args(args)
     _set_threads(args.threads)
     device = args.device
     if device == "auto":
-        from .train import default_device
+        from .runtime import default_device
         device = str(default_device())
-    model, schedule, meta = resolve_model(args.checkpoint, device)
-    kind = meta.get("model", {}).get("kind", getattr(model, "kind", None))
+    loaded = resolve_model(args.checkpoint, device)
+    schedule, kind, K = loaded.schedule, loaded.kind, loaded.num_classes
     if kind == "noisy_classifier":
         raise CLIError(f"{args.checkpoint} is a noisy classifier, not a denoiser; pass it as --classifier")
-    K = getattr(model.config, "num_classes", None)
-    if args.guidance_scale is not None and args.classifier is not None:
-        raise CLIError("use either --guidance-scale (classifier-free) or --classifier (classifier guidance), not both")
-    if args.guidance_scale is not None and K is None:
-        raise CLIError(f"--guidance-scale (classifier-free guidance) needs a conditional model trained with label "
+    if kind not in ("unet", "mlp"):
+        raise CLIError(f"{args.checkpoint} is a {kind} model, not a denoiser")
+    cfg_flag = "--guidance-weight" if args.guidance_weight is not None else "--guidance-scale"
+    use_cfg = args.guidance_weight is not None or args.guidance_scale is not None
+    if use_cfg and args.classifier is not None:
+        raise CLIError(f"use either {cfg_flag} (classifier-free) or --classifier (classifier guidance), not both")
+    if use_cfg and K is None:
+        raise CLIError(f"{cfg_flag} (classifier-free guidance) needs a conditional model trained with label "
                        f"dropout; {args.checkpoint} is unconditional (train it with --conditional)")
-    if args.guidance_interval is not None and args.guidance_scale is None:
-        raise CLIError("--guidance-interval applies to classifier-free guidance: give --guidance-scale W too")
+    if args.guidance_interval is not None and not use_cfg:
+        raise CLIError("--guidance-interval applies to classifier-free guidance: give --guidance-weight W (or "
+                       "--guidance-scale S) too")
     if args.sampler == "ddim" and args.steps > schedule.T:
         raise CLIError(f"--steps {args.steps} exceeds the schedule's T={schedule.T}")
 
-    guidance, classifier = None, None
+    guidance, classifier, K_lab = None, None, K
     if args.classifier is not None:
-        classifier, _, cmeta = resolve_model(args.classifier, device)
-        if getattr(classifier, "kind", None) != "noisy_classifier":
+        classifier = resolve_model(args.classifier, device)
+        if classifier.kind != "noisy_classifier":
             raise CLIError(f"--classifier {args.classifier} is not a noisy classifier")
-        guidance = ClassifierGuidance(classifier, args.classifier_scale)
-        K_lab = classifier.config.num_classes
-    elif args.guidance_scale is not None:
-        guidance = ClassifierFreeGuidance(args.guidance_scale, num_classes=K, interval=args.guidance_interval)
-        K_lab = K
-    else:
-        K_lab = K
+        guidance = ClassifierGuidance(classifier.model, args.classifier_scale)
+        K_lab = classifier.num_classes
+    elif args.guidance_scale is not None:      # diffusers' s = 1 + w
+        guidance = ClassifierFreeGuidance.from_scale(args.guidance_scale, num_classes=K, interval=args.guidance_interval)
+    elif args.guidance_weight is not None:
+        guidance = ClassifierFreeGuidance(args.guidance_weight, num_classes=K, interval=args.guidance_interval)
     if args.labels is not None and K_lab is None:
         raise CLIError(f"--labels needs a conditional model or --classifier; {args.checkpoint} is unconditional")
     labels = _parse_labels(args.labels, args.n, K_lab) if K_lab is not None else None
 
-    cfg = model.config
-    shape = (cfg.data_dim,) if kind == "mlp" else (cfg.in_channels, cfg.image_size, cfg.image_size)
+    shape = loaded.item_shape
     gen = torch.Generator(device=device).manual_seed(args.seed)
     clip = (-1.0, 1.0) if args.clip_x0 else None
     if guidance is not None:
         print(f"guidance: {guidance!r}", flush=True)
     t0 = time.perf_counter()
-    samples = sample_batches(model, schedule, shape, n=args.n, y=labels, sampler=args.sampler,
+    samples = sample_batches(loaded, None, None, n=args.n, y=labels, sampler=args.sampler,
                              batch_size=args.batch_size, steps=args.steps, eta=args.eta, variance=args.variance,
                              device=device, guidance=guidance, generator=gen, progress=not args.no_progress,
                              clip_x0=clip)
@@ -478,7 +542,7 @@ def cmd_sample(args, parser) -> int:
         Path(args.save_tensors).parent.mkdir(parents=True, exist_ok=True)
         save_file(t, args.save_tensors)
 
-    is_digits = meta.get("extra", {}).get("data") == "digits" or (kind == "unet" and tuple(shape) == (1, 8, 8))
+    is_digits = loaded.meta.get("extra", {}).get("data") == "digits" or (kind == "unet" and tuple(shape) == (1, 8, 8))
     if is_digits and not args.no_metrics:
         from . import metrics
 

@@ -21,16 +21,18 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from .errors import CorruptFileError
-from .models import model_config, model_from_config
+from .models import freeze, item_shape_of, model_config, model_from_config, num_classes_of, unwrap_model, wrapper_layers
+from .parameterization import PARAMETERIZATIONS, EpsFromPrediction, as_eps_model, check_prediction
 from .schedules import NoiseSchedule, check_schedule, get_schedule
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_weights", "load_training_state",
+__all__ = ["CheckpointError", "LoadedModel", "save_checkpoint", "load_checkpoint", "load_weights", "load_training_state",
            "checkpoint_files", "file_sha256", "unwrap_model", "read_checkpoint_json", "record_run", "FORMAT",
            "VERSION"]
 
@@ -44,6 +46,58 @@ class CheckpointError(CorruptFileError, RuntimeError):
     the file."""
 
 
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model ready to use, as every loader returns it (:func:`load_checkpoint`, ``pretrained.load``,
+    ``reader_models.load_reader_or_shipped``, ``presets.build``, the CLI's ``resolve_model``).
+
+    ``model`` is what the samplers call: a denoiser as an ε-model ``model(x_t, t, y=None) -> ε`` (an x₀- or
+    v-network comes wrapped, :func:`~diffusion_lab.parameterization.as_eps_model`), a classifier as
+    ``model(x_t, t) -> logits``; ``network`` is the bare network inside. ``prediction`` is what the network
+    outputs, ``num_classes`` its classes (None: unconditional), ``item_shape`` the shape of one sample,
+    ``kind`` the registered model kind (``"unet"``, ``"mlp"``, ``"noisy_classifier"``, ``"judge"``),
+    ``source`` where it came from (``"checkpoint"``, ``"shipped"``, ``"reader"``, ``"preset"``) and ``meta`` the
+    rest (the checkpoint's JSON, a path, a preset's data …).
+
+    It unpacks as ``model, schedule = loaded`` (the pair ``pretrained.load`` has always returned), and the
+    samplers take it in place of the model, with its schedule (``ddim_sample(loaded, None, shape)``)."""
+
+    model: nn.Module
+    schedule: NoiseSchedule | None
+    prediction: str = "eps"
+    num_classes: int | None = None
+    item_shape: tuple | None = None
+    kind: str | None = None
+    source: str = "checkpoint"
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: nn.Module, schedule: NoiseSchedule | None, *, prediction: str = "eps", source: str,
+           meta: dict | None = None, frozen: bool = True) -> "LoadedModel":
+        """The record of a network: wrapped into an ε-model for its ``prediction``, frozen (eval mode, no
+        gradients) unless ``frozen=False``, its classes, item shape and kind read from the network itself."""
+        net = unwrap_model(model)
+        if frozen:
+            freeze(net)
+        return cls(model=as_eps_model(model, schedule, prediction) if model is net else model, schedule=schedule,
+                   prediction=check_prediction(prediction), num_classes=num_classes_of(net),
+                   item_shape=item_shape_of(net), kind=getattr(net, "kind", None), source=source, meta=dict(meta or {}))
+
+    @property
+    def network(self) -> nn.Module:
+        """The bare network (no ε-wrapper): the one to train or to save."""
+        return unwrap_model(self.model)
+
+    def __iter__(self):
+        yield self.model
+        yield self.schedule
+
+    def __repr__(self):
+        return (f"LoadedModel({type(self.model).__name__}, kind={self.kind!r}, source={self.source!r}, "
+                f"prediction={self.prediction!r}, num_classes={self.num_classes}, item_shape={self.item_shape}, "
+                f"schedule={self.schedule!r})")
+
+
 def checkpoint_files(path) -> dict[str, Path]:
     """The files of the checkpoint at ``path``: ``{"json", "weights", "state"}``."""
     p = Path(path)
@@ -55,31 +109,6 @@ def checkpoint_files(path) -> dict[str, Path]:
     stem = p.with_name(name)
     return {"json": stem.with_name(name + ".json"), "weights": stem.with_name(name + ".safetensors"),
             "state": stem.with_name(name + ".state.safetensors")}
-
-
-def _layers(model: nn.Module):
-    """``model``, then each module it wraps, down to the bare network: DDP / ``AveragedModel`` (``.module``),
-    ``torch.compile`` (``._orig_mod``) and :class:`~diffusion_lab.parameterization.EpsFromPrediction` (``.net``)."""
-    from .parameterization import EpsFromPrediction
-
-    while True:
-        yield model
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, EpsFromPrediction):
-            model = model.net
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, torch.optim.swa_utils.AveragedModel)):
-            model = model.module
-        else:
-            return
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare network inside DDP / ``AveragedModel`` (``.module``), ``torch.compile`` (``._orig_mod``) and
-    :class:`~diffusion_lab.parameterization.EpsFromPrediction` (``.net``)."""
-    for layer in _layers(model):
-        pass
-    return layer
 
 
 def file_sha256(path) -> str:
@@ -209,17 +238,12 @@ def save_checkpoint(path, model: nn.Module, schedule: NoiseSchedule, *, ema: nn.
 def _prediction_of(model: nn.Module, train_config: dict | None) -> str:
     """What ``model`` predicts: an EpsFromPrediction wrapper's parameterization (inside any DDP / compile / EMA
     wrapper), else ``train_config["prediction"]``, else ``"eps"``; a disagreement of the two is an error."""
-    from .parameterization import PARAMETERIZATIONS, EpsFromPrediction
-
-    wrapped = next((m.parameterization for m in _layers(model) if isinstance(m, EpsFromPrediction)), None)
+    wrapped = next((m.parameterization for m in wrapper_layers(model) if isinstance(m, EpsFromPrediction)), None)
     configured = (train_config or {}).get("prediction")
     if wrapped and configured and wrapped != configured:
         raise ValueError(f"the model is an EpsFromPrediction({wrapped!r}) but train_config says "
                          f"prediction={configured!r}; pass one that matches")
-    prediction = wrapped or configured or "eps"
-    if prediction not in PARAMETERIZATIONS:
-        raise ValueError(f"train_config['prediction'] must be one of {PARAMETERIZATIONS}, got {prediction!r}")
-    return prediction
+    return check_prediction(wrapped or configured or "eps", "train_config['prediction']")
 
 
 def read_checkpoint_json(path) -> dict:
@@ -270,14 +294,14 @@ def load_weights(model: nn.Module, path, *, use_ema: bool = False, sha256: str |
     return doc
 
 
-def load_checkpoint(path, *, device="cpu", use_ema: bool = True, sha256: str | None = None):
-    """Rebuild ``(model, schedule, meta)`` from a checkpoint. The model is in eval mode on ``device`` and is always
-    an ε-model ``model(x_t, t, y=None) -> ε``: a network that predicts x₀ or v (``meta["prediction"]``) comes
-    wrapped in :class:`~diffusion_lab.parameterization.EpsFromPrediction` (its ``.net`` is the bare network).
+def load_checkpoint(path, *, device="cpu", use_ema: bool = True, sha256: str | None = None) -> LoadedModel:
+    """Rebuild the model of a checkpoint as a :class:`LoadedModel`: eval mode on ``device``, frozen, and always
+    an ε-model ``model(x_t, t, y=None) -> ε`` — a network that predicts x₀ or v (``.prediction``) comes
+    wrapped in :class:`~diffusion_lab.parameterization.EpsFromPrediction` (``.network`` is the bare network).
 
     ``use_ema`` picks the EMA weights when the checkpoint has them (the ones to sample with).
-    ``sha256``, when given, must equal the sha256 of the weights file. ``meta`` is the checkpoint's JSON
-    plus ``"weights": "ema" | "model"`` and ``"path"``.
+    ``sha256``, when given, must equal the sha256 of the weights file. ``.meta`` is the checkpoint's JSON
+    plus ``"weights": "ema" | "model"``, ``"prediction"`` and ``"path"``.
     """
     doc = read_checkpoint_json(path)
     try:
@@ -287,16 +311,14 @@ def load_checkpoint(path, *, device="cpu", use_ema: bool = True, sha256: str | N
         raise CheckpointError(f"checkpoint {path}: cannot rebuild the model/schedule from its JSON: {err}") from err
     load_weights(model, path, use_ema=use_ema, sha256=sha256)
     prediction = doc.get("prediction", "eps")        # checkpoints written before "prediction" existed are ε-models
-    from .parameterization import PARAMETERIZATIONS, EpsFromPrediction
-
-    if prediction not in PARAMETERIZATIONS:
+    try:
+        check_prediction(prediction)
+    except ValueError:
         raise CheckpointError(f"checkpoint {path}: unknown prediction {prediction!r} (expected one of "
-                              f"{PARAMETERIZATIONS})")
-    if prediction != "eps":
-        model = EpsFromPrediction(model, schedule, prediction)
+                              f"{PARAMETERIZATIONS})") from None
     meta = dict(doc, weights="ema" if use_ema and doc.get("has_ema") else "model", prediction=prediction,
                 path=str(checkpoint_files(path)["json"]))
-    return model.to(device).eval(), schedule, meta
+    return LoadedModel.of(model.to(device), schedule, prediction=prediction, source="checkpoint", meta=meta)
 
 
 def load_training_state(path, model: nn.Module, *, ema=None, optimizer=None, lr_scheduler=None) -> dict:

@@ -21,7 +21,7 @@ import torch
 from .errors import UnknownNameError
 
 __all__ = ["timesteps", "labels", "interval", "clip_range", "same_shape", "float_batch", "positive_int",
-           "real_number", "choice", "trusted", "value_checks_enabled"]
+           "real_number", "int_fields", "choice", "trusted", "value_checks_enabled"]
 
 _STATE = threading.local()
 
@@ -141,6 +141,16 @@ def positive_int(v, name: str, hint: str = "") -> int:
         raise (TypeError if isinstance(v, bool) or not isinstance(v, numbers.Integral) else ValueError)(
             f"{name} must be a positive int{hint}, got {v!r}")
     return int(v)
+
+
+def int_fields(config, names, minimum: int = 1) -> None:
+    """Each field ``names`` of a config dataclass is an int (not a bool) >= ``minimum``; else a ValueError naming
+    ``Class.field``. The one loop of ``TrainConfig``, ``UNetConfig`` and ``MLPConfig``."""
+    what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    for name in names:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+            raise ValueError(f"{type(config).__name__}.{name} must be {what}, got {v!r}")
 
 
 def real_number(v, name: str, lo: float = -math.inf, hi: float = math.inf, hint: str = "") -> float:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from . import checks
 from .diffusion import check_model_output
+from .models import num_classes_of
 from .schedules import NoiseSchedule
 
 __all__ = ["Guidance", "ClassifierFreeGuidance", "ClassifierGuidance", "check_labels", "null_label", "num_classes_of"]
@@ -46,15 +47,6 @@ def check_labels(y, batch: int, num_classes: int | None = None, *, allow_null: b
     ``allow_null`` is true (``num_classes`` is the null label, "no class", of CFG).
     """
     return checks.labels(y, batch, num_classes, allow_null=allow_null)
-
-
-def num_classes_of(model) -> int | None:
-    """The number of classes of a conditional model or a classifier: ``model.num_classes``, else
-    ``model.config.num_classes`` (how diffusion_lab.models keep it), else None."""
-    k = getattr(model, "num_classes", None)
-    if k is None:
-        k = getattr(getattr(model, "config", None), "num_classes", None)
-    return k
 
 
 def _resolve_num_classes(num_classes, model=None):
@@ -137,6 +129,14 @@ class ClassifierFreeGuidance(Guidance):
         self.w = checks.real_number(w, "w", hint=" (the guidance weight; diffusers' guidance_scale = 1 + w)")
         self.num_classes = None if num_classes is None else _resolve_num_classes(num_classes)
         self.interval = None if interval is None else checks.interval(interval)
+
+    @classmethod
+    def from_scale(cls, s: float, num_classes: int | None = None, *,
+                   interval: tuple[int, int] | None = None) -> "ClassifierFreeGuidance":
+        """The same rule from diffusers' ``guidance_scale`` s (ε̃ = ε(∅) + s·(ε(y) − ε(∅))): ``w = s − 1``, so
+        ``from_scale(1)`` is plain conditional sampling and ``from_scale(7.5)`` is ``w = 6.5``."""
+        s = checks.real_number(s, "s", hint=" (diffusers' guidance_scale = 1 + w)")
+        return cls(s - 1.0, num_classes, interval=interval)
 
     def check_labels(self, y, batch: int, model) -> torch.Tensor:
         # the targets are classes; the null label is the rule's own business

@@ -23,7 +23,9 @@ import os
 import torch
 import torch.nn.functional as F
 
+from . import pretrained
 from .data import load_digits
+from .models import freeze
 from .models.judge import (IMAGE_SHAPE, JUDGE_ARCH, NUM_CLASSES, DigitsJudge, judge_from_state_dict, load_judge,
                            save_judge)
 
@@ -97,10 +99,7 @@ def _train_judge(epochs, batch_size, lr, seed, augment, verbose):
             total += float(loss.detach()) * len(idx)
         if verbose and (epoch + 1) % 10 == 0:
             print(f"judge epoch {epoch + 1}/{epochs}: train loss {total / n:.4f}")
-    judge.eval()
-    for p in judge.parameters():
-        p.requires_grad_(False)
-    return judge
+    return freeze(judge)
 
 
 _JUDGE_CACHE: dict = {}
@@ -113,8 +112,6 @@ def get_judge(path=None, *, verbose: bool = False) -> DigitsJudge:
     (which checks the weights' sha256 against the manifest) when the package has it (set
     ``DIFFUSION_LAB_RETRAIN_JUDGE=1`` to ignore it), else trained by :func:`train_judge`.
     """
-    from . import pretrained
-
     key = str(path) if path is not None else None
     if key in _JUDGE_CACHE:
         return _JUDGE_CACHE[key]

@@ -9,9 +9,14 @@ may predict any one of three targets; given x_t, each determines the other two (
          v   = (ε − s_t x_t) / a_t  = (a_t x_t − x₀) / s_t
   (5.7)  ‖ε − ε̂‖² = SNR_t ‖x₀ − x̂₀‖² = ᾱ_t ‖v − v̂‖²,   SNR_t = ᾱ_t / (1 − ᾱ_t)      (x_t held fixed)
 
-(5.7) says that training on x₀- or v-MSE is training on ε-MSE with a weight over t: :func:`eps_mse_weight`.
-:class:`EpsFromPrediction` wraps an x₀- or v-network into the ``model(x_t, t, y=None) -> ε`` callable that every
-sampler and :func:`diffusion_lab.likelihood.vlb_terms` expect.
+(5.7) says that training on x₀- or v-MSE is training on ε-MSE with a weight over t: :func:`eps_mse_weight`;
+:func:`min_snr_weights` is the min-SNR-γ weighting written for each target. :class:`EpsFromPrediction` wraps an
+x₀- or v-network into the ``model(x_t, t, y=None) -> ε`` callable that every sampler and
+:func:`diffusion_lab.likelihood.vlb_terms` expect; :func:`as_eps_model` is the one place that wraps (the trainer,
+checkpoints and loaders call it), and :func:`check_prediction` the one check of the name.
+
+This module owns the prediction type: its names (:data:`PARAMETERIZATIONS`), their validation, the training
+target, the loss weights and the ε-wrap.
 
 Coefficients are gathered from the schedule's float64 tensors (cast to the data's dtype at the end, as
 :meth:`NoiseSchedule.extract` does). Code index t is the paper's step t+1.
@@ -24,18 +29,25 @@ from . import checks
 from .diffusion import predict_eps_from_x0, predict_x0_from_eps
 from .schedules import NoiseSchedule, check_schedule, check_timesteps
 
-__all__ = ["PARAMETERIZATIONS", "velocity", "training_target", "to_eps", "to_x0", "to_v", "convert",
+__all__ = ["PARAMETERIZATIONS", "check_prediction", "as_eps_model", "min_snr_weights", "velocity", "training_target", "to_eps", "to_x0", "to_v", "convert",
            "eps_mse_weight", "EpsFromPrediction"]
 
 PARAMETERIZATIONS = ("eps", "x0", "v")
+"""What a network may predict (``prediction=`` of training, checkpoints and the CLI's ``--prediction``)."""
+
+
+def check_prediction(prediction, name: str = "prediction") -> str:
+    """``prediction`` if it is one of :data:`PARAMETERIZATIONS`, else an
+    :class:`~diffusion_lab.errors.UnknownNameError` (a ValueError): the package's one check of the name."""
+    return checks.choice(prediction, PARAMETERIZATIONS,
+                         f"{name} must be one of {PARAMETERIZATIONS} (what the network outputs), got {prediction!r}")
 
 
 def _check(schedule, parameterization=None):
     """The boundary checks of this module, with the package's one schedule check and one name check."""
     check_schedule(schedule)
     if parameterization is not None:
-        checks.choice(parameterization, PARAMETERIZATIONS,
-                      f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        check_prediction(parameterization, "parameterization")
 
 
 def _a_s(schedule, t, x):
@@ -124,6 +136,21 @@ def eps_mse_weight(schedule: NoiseSchedule, parameterization: str) -> torch.Tens
     return schedule.alpha_bars.clone()
 
 
+def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0,
+                    prediction: str = "eps") -> torch.Tensor:
+    """Per-example loss weights of min-SNR-γ (Hang et al. 2023) with SNR_t = ᾱ_t / (1 − ᾱ_t): on the squared
+    error of ε, min(SNR_t, γ) / SNR_t — the low-noise steps, whose ε is hardest to read and matters least, count
+    less. The same weighting of the *ε-error* on the error of another target p, by eq. (5.7)
+    (‖ε − ε̂‖² = SNR_t ‖x₀ − x̂₀‖² = ᾱ_t ‖v − v̂‖²): min(SNR_t, γ) for x₀, min(SNR_t, γ) / (SNR_t + 1) for v.
+    float64 from the schedule's tables, shape (B,), on t's device (gathered there: no host round trip per step)."""
+    check_prediction(prediction)
+    snr = schedule.table("snr", t.device)[t]
+    clipped = torch.clamp(snr, max=gamma)
+    if prediction == "x0":
+        return clipped
+    return clipped / (snr + 1.0) if prediction == "v" else clipped / snr
+
+
 class EpsFromPrediction(torch.nn.Module):
     """Wrap a network that predicts x₀ or v into an ε-model ``model(x_t, t, y=None) -> ε`` (eq. 5.6), so the
     samplers, guidance and the bound work unchanged. ``net`` is called as ``net(x_t, t)`` or ``net(x_t, t, y=y)``."""
@@ -151,3 +178,14 @@ class EpsFromPrediction(torch.nn.Module):
 
     def __repr__(self):
         return f"EpsFromPrediction({type(self.net).__name__}, parameterization={self.parameterization!r})"
+
+
+def as_eps_model(net: torch.nn.Module, schedule: NoiseSchedule | None, prediction: str = "eps") -> torch.nn.Module:
+    """``net`` itself for an ε-network; an x₀- or v-network wrapped into an ε-model (eq. 5.6) for the samplers —
+    the package's one ε-wrap (the trainer's :attr:`~diffusion_lab.train.TrainResult.sampling_model`, checkpoints
+    and the loaders all call it)."""
+    if check_prediction(prediction) == "eps":
+        return net
+    if schedule is None:
+        raise ValueError(f"a {prediction}-prediction network needs its schedule to be turned into an ε-model")
+    return EpsFromPrediction(net, schedule, prediction)

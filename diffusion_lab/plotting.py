@@ -10,9 +10,17 @@ Only matplotlib; nothing here changes a model.
 """
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import numpy as np
 import torch
 
-__all__ = ["unet_blocks", "draw_unet", "image_grid", "count_parameters"]
+from .models import unwrap_model
+from .models.layers import AttentionBlock, Downsample, ResBlock, Upsample
+from .models.unet import UNet
+
+__all__ = ["unet_blocks", "draw_unet", "image_grid", "count_parameters", "save_grid"]
 
 
 def count_parameters(module: torch.nn.Module) -> int:
@@ -21,8 +29,6 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 
 def _describe(block) -> str:
-    from .models.layers import AttentionBlock, Downsample, ResBlock, Upsample
-
     parts = []
     for layer in block:
         if isinstance(layer, ResBlock):
@@ -46,9 +52,7 @@ def unet_blocks(model) -> list[dict]:
     ``"middle"``, ``"up"``, ``"out"``), ``text`` (its layers), ``in_ch``, ``out_ch``, ``size`` (feature-map
     side after the block), ``params`` and, for up blocks, ``skip_from`` (the index of the down block whose
     output is concatenated to its input). The params of all entries add up to the model's."""
-    from .models.unet import UNet
-
-    model = getattr(model, "module", model)
+    model = unwrap_model(model)
     if not isinstance(model, UNet):
         raise TypeError(f"unet_blocks draws a diffusion_lab UNet, got {type(model).__name__}")
     cfg = model.config
@@ -110,7 +114,7 @@ def draw_unet(model, ax=None, *, title: str | None = None):
     from matplotlib.patches import FancyBboxPatch
 
     blocks = unet_blocks(model)
-    cfg = getattr(model, "module", model).config
+    cfg = unwrap_model(model).config
     if ax is None:
         _, ax = plt.subplots(figsize=(12, 5.2))
     body = [b for b in blocks if b["path"] in ("down", "middle", "up", "out")]
@@ -155,7 +159,7 @@ def draw_unet(model, ax=None, *, title: str | None = None):
             ha="center", va="center", fontsize=7, bbox=dict(boxstyle="round", fc="#f3e8fb", ec="0.4", lw=0.8))
     ax.text(-0.55, pos[names[0]][1], "$x_t$", ha="right", va="center", fontsize=9)
     ax.text(len(body) - 1 + 0.55, pos[names[-1]][1], r"$\hat\epsilon$", ha="left", va="center", fontsize=9)
-    total = count_parameters(getattr(model, "module", model))
+    total = count_parameters(unwrap_model(model))
     ax.set_xlim(-1.0, len(body))
     ax.set_ylim(min(y for _, y in pos.values()) - 1.0, top + 0.45)
     ax.set_axis_off()
@@ -171,10 +175,6 @@ def _in_size(b, body, i):
 
 def image_grid(ax, x, nrow: int | None = None, *, title: str | None = None, pad: int = 1):
     """Show a batch of images (N, 1, H, W) in [-1, 1] as one grey grid with ``nrow`` images per row."""
-    import math
-
-    import numpy as np
-
     x = torch.as_tensor(x).detach().float().cpu().clamp(-1, 1)
     if x.dim() == 3:
         x = x.unsqueeze(1)
@@ -191,3 +191,39 @@ def image_grid(ax, x, nrow: int | None = None, *, title: str | None = None, pad:
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def save_grid(samples, path, labels=None):
+    """Write a PNG grid of images (N, C, H, W) in [-1, 1] (10 columns when ``labels`` are given, one digit per
+    column), or a scatter plot of points (N, 2), to ``path``; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = samples.detach().cpu().float()
+    if x.dim() == 2:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2)
+        ax.set_aspect("equal")
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return path
+    if x.dim() != 4:
+        raise ValueError(f"save_grid takes images (N, C, H, W) or points (N, 2), got shape {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    cols = 10 if labels is not None and n >= 10 else math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    pad = 1
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), -1.0, dtype=np.float32)
+    imgs = x.clamp(-1, 1).permute(0, 2, 3, 1).numpy()
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = imgs[i]
+    grid = (grid + 1) / 2
+    scale = max(1, 64 // h)
+    grid = grid.repeat(scale, 0).repeat(scale, 1)
+    if c == 1:
+        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        plt.imsave(path, grid.clip(0, 1))
+    return path

@@ -3,32 +3,30 @@
     from diffusion_lab import presets
     from diffusion_lab.train import train
 
-    model, schedule, data_name = presets.build("digits-cond-fast")      # fresh weights (seed them first)
-    x, y = presets.training_data("digits-cond-fast")                    # the digits train split
-    result = train(model, schedule, (x, y), preset="digits-cond-fast", progress=False)
+    fresh = presets.build("digits-cond-fast")                # fresh weights (seed them first): a LoadedModel
+    x, y = presets.training_data("digits-cond-fast")         # the digits train split
+    result = train(fresh.network, fresh.schedule, (x, y), preset="digits-cond-fast", progress=False)
 
 or, on the command line, ``python -m diffusion_lab train --preset digits-cond-fast --out runs/fast``. Every value
 can be overridden: keyword arguments of :func:`~diffusion_lab.train.train` override the preset's training
 options, keyword arguments of :func:`build` its model fields, and on the command line each flag its value.
 
 ``digits-cond-fast`` is the recipe of issue #11 ("time to quality"): the shipped ``digits-cond`` network trained
-on 80,000 images instead of 768,000 — a network that predicts v = √ᾱ_t ε − √(1−ᾱ_t) x₀ instead of ε (book section
-5.8; its checkpoints load as ε-models), batch 32 (2,500 steps), a peak learning rate of 2e-3 with a 200-step
-warm-up and a cosine decay to 0, a power-function EMA (γ = 6.94, σ_rel ≈ 0.10) instead of a constant decay of
-0.999 (whose average, after the 625 steps that batch 128 gets from 80,000 images, still holds 0.999^625 ≈ 54 % of
-the random initial weights), min-SNR-5 loss weighting, and no dropout. ``benchmarks/time_to_quality.py`` measures
-it and ``benchmarks/RESULTS.md`` has the ablation and the figures on held-out seeds (CFG w = 2 on t ∈ [0, 100],
-DDIM 50, 100 samples per digit): on five pairs of seeds the tuning never used, ≥ 95 % accuracy from 40,000
-images and a Fréchet distance within 1.5× the real train-vs-test value from 60,000 (from 40,000 on three); at
-80,000 images 97.5–98.5 % and 0.92–1.38×, after 91 s of training on 2 CPU threads. The ε-network of the previous
-recipe (batch 32, 100,000 images) met the distance target on the tuning seeds only.
+on 80,000 images instead of 768,000 — v-prediction (book section 5.8; its checkpoints load as ε-models), batch 64,
+a cosine learning-rate decay, a power-function EMA instead of a constant decay, min-SNR-5 loss weighting and no
+dropout. ``benchmarks/time_to_quality.py`` measures it (with its ``sampling`` settings) and
+``benchmarks/RESULTS.md`` holds its results: the ablation and the figures on held-out seeds.
 ``digits-cond`` is the recipe the shipped checkpoint was trained with.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import data
+from .checkpoint import LoadedModel
 from .errors import UnknownNameError
+from .models import build_model
+from .schedules import get_schedule
 
 __all__ = ["Preset", "PRESETS", "UnknownPresetError", "get_preset", "list_presets", "build", "training_data"]
 
@@ -42,7 +40,9 @@ class UnknownPresetError(UnknownNameError):
 class Preset:
     """One recipe. ``model`` holds :func:`~diffusion_lab.models.build_model`'s ``kind`` and fields; ``schedule``
     :func:`~diffusion_lab.schedules.get_schedule`'s; ``train`` the :class:`~diffusion_lab.train.TrainConfig`
-    fields it sets (the rest keep their defaults); ``sampling`` the sampler it was measured with."""
+    fields it sets (the rest keep their defaults); ``sampling`` how it is sampled and measured — ``sampler``,
+    ``steps``, classifier-free ``guidance_weight`` (the book's w; diffusers' guidance_scale is 1 + w) and
+    ``guidance_interval`` — which ``diffusion-lab sample --preset NAME`` uses."""
 
     name: str
     description: str
@@ -53,9 +53,9 @@ class Preset:
     sampling: dict = field(default_factory=dict)
 
 
+_DIGITS_SAMPLING = dict(sampler="ddim", steps=50, guidance_weight=2.0, guidance_interval=(0, 100))
 _DIGITS_UNET = dict(kind="unet", in_channels=1, image_size=8, base_channels=32, channel_mults=(1, 2), num_res_blocks=1,
                     attention_resolutions=(4,), num_heads=1, num_groups=32, dropout=0.1, num_classes=10)
-_DIGITS_SAMPLING = dict(sampler="ddim", steps=50, guidance_scale=2.0, guidance_interval=(0, 100))
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("digits-cond-fast",
@@ -88,22 +88,21 @@ def get_preset(name: str) -> Preset:
 
 
 def build(name: str, **model_overrides):
-    """``(model, schedule, data_name)`` for a preset: a freshly initialised network (seed the global RNG first for
-    reproducible weights), its noise schedule, and the name of its training data (``"digits"``: see
-    :func:`training_data`). ``model_overrides`` replace model fields (e.g. ``base_channels=64``)."""
-    from .models import build_model
-    from .schedules import get_schedule
-
+    """A preset's freshly initialised network (seed the global RNG first for reproducible weights) and its noise
+    schedule, as a :class:`~diffusion_lab.checkpoint.LoadedModel` (``source="preset"``, trainable: not frozen;
+    ``.network`` is the network to train, ``.model`` the ε-model to sample it with, ``.meta["data"]`` the name of
+    its training data, see :func:`training_data`). ``model_overrides`` replace model fields (e.g.
+    ``base_channels=64``)."""
     p = get_preset(name)
     cfg = {**p.model, **model_overrides}
     kind = cfg.pop("kind")
-    return build_model(kind, **cfg), get_schedule(dict(p.schedule)), p.data
+    return LoadedModel.of(build_model(kind, **cfg), get_schedule(dict(p.schedule)),
+                          prediction=p.train.get("prediction", "eps"), source="preset",
+                          meta={"preset": p.name, "data": p.data}, frozen=False)
 
 
 def training_data(name: str):
     """The preset's training data as ``(x, y)`` (the train split; never the test split)."""
-    from . import data
-
     p = get_preset(name)
     if p.data == "digits":
         return data.load_digits("train")

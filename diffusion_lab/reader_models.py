@@ -7,7 +7,7 @@ checkpoint of the same name in :mod:`diffusion_lab.pretrained`, printing which o
 
     from diffusion_lab import reader_models
     reader_models.save_reader_model("digits-cond", result, schedule)          # chapter 5
-    model, schedule, source = reader_models.load_reader_or_shipped("digits-cond")   # chapters 6–8
+    loaded = reader_models.load_reader_or_shipped("digits-cond")   # chapters 6–8: .model, .schedule, .source
 
 The folder is ``$DIFFUSION_LAB_HOME/models`` (default ``~/.cache/diffusion-lab/models``); set the variable to
 keep the models elsewhere (for example on a mounted drive in Colab). Each model is an ordinary checkpoint
@@ -15,10 +15,12 @@ keep the models elsewhere (for example on a mounted drive in Colab). Each model 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
-from .checkpoint import CheckpointError, checkpoint_files, load_checkpoint, save_checkpoint
+from . import pretrained
+from .checkpoint import CheckpointError, LoadedModel, checkpoint_files, load_checkpoint, save_checkpoint
 
 __all__ = ["ENV_VAR", "home", "reader_model_path", "has_reader_model", "save_reader_model",
            "load_reader_or_shipped", "SOURCES"]
@@ -66,26 +68,22 @@ def save_reader_model(name: str, result, schedule, *, extra: dict | None = None)
                            train_config=result.config, extra=info)
 
 
-def load_reader_or_shipped(name: str = "digits-cond", device="cpu", *, verbose: bool = True):
-    """``(model, schedule, source)``: the reader's model ``name`` if it was saved (EMA weights, eval mode), else
-    the shipped checkpoint of that name; ``source`` is ``"reader"`` or ``"shipped"``. A reader's checkpoint that
-    cannot be read is reported and skipped, never silently."""
-    from . import pretrained
-
+def load_reader_or_shipped(name: str = "digits-cond", device="cpu", *, verbose: bool = True) -> LoadedModel:
+    """The reader's model ``name`` if it was saved (EMA weights, eval mode, frozen), else the shipped checkpoint of
+    that name, as a :class:`~diffusion_lab.checkpoint.LoadedModel` whose ``source`` is ``"reader"`` or
+    ``"shipped"``. A reader's checkpoint that cannot be read is reported and skipped, never silently."""
     if has_reader_model(name):
         path = reader_model_path(name)
         try:
-            model, schedule, meta = load_checkpoint(path, device=device, use_ema=True)
+            loaded = load_checkpoint(path, device=device, use_ema=True)
         except CheckpointError as err:
             print(f"note: your model {path} could not be read ({err}); using the shipped {name!r} instead")
         else:
-            for p in model.parameters():
-                p.requires_grad_(False)
             if verbose:
-                print(f"loaded your own {name!r}, trained in chapter 5 ({meta['step']} steps): {path}")
-            return model, schedule, "reader"
-    model, schedule = pretrained.load(name, device=device)
+                print(f"loaded your own {name!r}, trained in chapter 5 ({loaded.meta['step']} steps): {path}")
+            return dataclasses.replace(loaded, source="reader")
+    loaded = pretrained.load(name, device=device)
     if verbose:
         print(f"note: no model of yours called {name!r} under {home() / 'models'} (run chapter 5 to train one); "
               f"using the shipped checkpoint {name!r}")
-    return model, schedule, "shipped"
+    return loaded

@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checks
+from .checkpoint import LoadedModel
 from .diffusion import call_model, check_variance, p_mean_variance
 from .errors import unknown_name
 from .guidance import Guidance, check_labels
@@ -105,6 +106,17 @@ class _Recorder:
         self.xs.append(x0)
         self.x0s.append(x0)
         return Trajectory(self.steps, torch.stack(self.xs), torch.stack(self.x0s))
+
+
+def _boundary(model, schedule, y, guidance, clip_x0=None):
+    """The one boundary check of the public samplers: the model (a
+    :class:`~diffusion_lab.checkpoint.LoadedModel` stands for its ε-model, and for its schedule when ``schedule``
+    is None), the schedule, the guidance rule against ``y``, the clip range. Returns them checked."""
+    if isinstance(model, LoadedModel):
+        schedule = model.schedule if schedule is None else schedule
+        model = model.model
+    check_schedule(schedule)
+    return model, schedule, _check_guidance(guidance, y), checks.clip_range(clip_x0)
 
 
 def _check_guidance(guidance, y):
@@ -246,11 +258,9 @@ def p_sample(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, *, y=None, no
     ``guidance`` (see :mod:`diffusion_lab.guidance`) decides how ``y`` is used; without guidance ``y`` goes to
     the model as it is.
     """
-    check_schedule(schedule)
+    model, schedule, guidance, clip_x0 = _boundary(model, schedule, y, guidance, clip_x0)
     checks.float_batch(x_t)
     check_variance(variance)
-    guidance = _check_guidance(guidance, y)
-    clip_x0 = checks.clip_range(clip_x0)
     B = x_t.shape[0]
     t = checks.timesteps(t, schedule.T, B, device=x_t.device)
     if noise is not None:
@@ -279,10 +289,8 @@ def ddpm_sample(model, schedule: NoiseSchedule, shape, *, y=None, guidance=None,
     Returns x_0, or ``(x_0, trajectory)`` with ``return_trajectory=True``: a :class:`Trajectory` holding x_T and
     every ``trajectory_every``-th step after it (default: about 20 frames) plus x_0, on the CPU.
     """
-    check_schedule(schedule)
+    model, schedule, guidance, clip_x0 = _boundary(model, schedule, y, guidance, clip_x0)
     check_variance(variance)
-    guidance = _check_guidance(guidance, y)
-    clip_x0 = checks.clip_range(clip_x0)
     shape = _check_shape(shape, x_T)
     device = _resolve_device(device, model, x_T)
     T, B = schedule.T, shape[0]
@@ -366,11 +374,9 @@ def ddim_step(model, schedule: NoiseSchedule, x_t: torch.Tensor, t, t_prev, *, e
     with σ = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev), ᾱ_prev = ᾱ at ``t_prev`` (of the sub-sequence, not
     the schedule's ᾱ_{t−1}). ε̃ is ε_θ after guidance (CFG eq. 8.1 or classifier guidance eq. 7.2).
     """
-    check_schedule(schedule)
+    model, schedule, guidance, clip_x0 = _boundary(model, schedule, y, guidance, clip_x0)
     checks.float_batch(x_t)
     eta = _check_eta(eta)
-    guidance = _check_guidance(guidance, y)
-    clip_x0 = checks.clip_range(clip_x0)
     if noise is not None:
         checks.same_shape(noise, x_t, "noise", "x_t")
     B = x_t.shape[0]
@@ -404,11 +410,9 @@ def ddim_sample(model, schedule: NoiseSchedule, shape, *, steps: int = 50, eta: 
     ``eta = 1`` with ``steps = T`` is DDPM with σ_t² = β̃_t. Arguments as in :func:`ddpm_sample`; the
     trajectory's steps are the paper steps τ_i + 1 of the frames kept, then 0.
     """
-    check_schedule(schedule)
+    model, schedule, guidance, clip_x0 = _boundary(model, schedule, y, guidance, clip_x0)
     steps = _check_steps(steps, schedule.T)
     eta = _check_eta(eta)
-    guidance = _check_guidance(guidance, y)
-    clip_x0 = checks.clip_range(clip_x0)
     shape = _check_shape(shape, x_T)
     device = _resolve_device(device, model, x_T)
     taus = ddim_timesteps(schedule.T, steps)
@@ -445,10 +449,9 @@ def ddim_invert(model, schedule: NoiseSchedule, x0: torch.Tensor, *, steps: int 
     the sampler uses ε_θ(x_{τ_i}, τ_i), which is not known yet, so the round trip is exact only as the steps
     shrink. Returns x_T, or ``(x_T, trajectory)`` whose frames go from x_0 upward (steps ascending).
     """
-    check_schedule(schedule)
+    model, schedule, guidance, _ = _boundary(model, schedule, y, guidance)
     checks.float_batch(x0, "x0")
     steps = _check_steps(steps, schedule.T)
-    guidance = _check_guidance(guidance, y)
     every = _check_every(trajectory_every, steps)
     B, device = x0.shape[0], x0.device
     tau_list = ddim_timesteps(schedule.T, steps).tolist()
@@ -574,7 +577,7 @@ def dpm_solver_sample(model, schedule: NoiseSchedule, shape, *, steps: int = 10,
     Arguments as in :func:`ddim_sample`: ``y`` and ``guidance`` (CFG, an interval, classifier guidance through
     ε), ``x_T`` fixes the starting noise, ``generator`` draws it. Returns x_0, or ``(x_0, trajectory)``.
     """
-    check_schedule(schedule)
+    model, schedule, guidance, _ = _boundary(model, schedule, y, guidance)
     if timesteps is None:
         taus = dpm_solver_timesteps(schedule, steps, spacing)
         steps = len(taus)
@@ -583,7 +586,6 @@ def dpm_solver_sample(model, schedule: NoiseSchedule, shape, *, steps: int = 10,
         steps = len(taus)
     if order not in (1, 2):
         raise ValueError(f"order must be 1 (DDIM) or 2 (DPM-Solver++(2M)), got {order!r}")
-    guidance = _check_guidance(guidance, y)
     shape = _check_shape(shape, x_T)
     device = _resolve_device(device, model, x_T)
     B = shape[0]
@@ -617,13 +619,19 @@ def dpm_solver_sample(model, schedule: NoiseSchedule, shape, *, steps: int = 10,
 SAMPLERS = ("ddpm", "ddim")     # the names sample_batches takes: ddpm_sample, ddim_sample
 
 
-def sample_batches(model, schedule: NoiseSchedule, item_shape, *, n: int | None = None, y=None, sampler: str = "ddpm",
-                   batch_size: int = 1000, steps: int = 50, eta: float = 0.0, variance: str = "beta",
-                   device=None, **kwargs) -> torch.Tensor:
+def sample_batches(model, schedule: NoiseSchedule | None, item_shape=None, *, n: int | None = None, y=None,
+                   sampler: str = "ddpm", batch_size: int = 1000, steps: int = 50, eta: float = 0.0,
+                   variance: str = "beta", device=None, **kwargs) -> torch.Tensor:
     """``n`` samples (or one per label of ``y``) of shape ``item_shape``, drawn ``batch_size`` at a time with
     :func:`ddpm_sample` or :func:`ddim_sample` (``sampler``), concatenated on the CPU. One ``generator`` (in
     ``kwargs``, with ``guidance``, ``clip_x0``, ``progress`` …) serves every batch, so the result depends on the
-    batch size. ``steps`` and ``eta`` are DDIM's, ``variance`` DDPM's."""
+    batch size. ``steps`` and ``eta`` are DDIM's, ``variance`` DDPM's. ``model`` may be a
+    :class:`~diffusion_lab.checkpoint.LoadedModel`: ``schedule`` and ``item_shape`` then default to its own."""
+    if isinstance(model, LoadedModel):
+        item_shape = model.item_shape if item_shape is None else item_shape
+        model, schedule, _, _ = _boundary(model, schedule, None, None)
+    if item_shape is None:
+        raise TypeError("sample_batches needs item_shape (the shape of one sample), or a LoadedModel that knows it")
     if sampler not in SAMPLERS:
         raise unknown_name("sampler", sampler, SAMPLERS)
     fn = ddpm_sample if sampler == "ddpm" else ddim_sample     # looked up at call time (tests may patch them)

@@ -28,15 +28,16 @@ the *global* batch; under ``torchrun`` each rank trains on its slice, so N proce
 (``batch_size`` is global and must be divisible by the world size; only rank 0 logs and writes checkpoints).
 
 Devices: ``device="auto"`` picks cuda > mps > cpu. On CUDA the loop uses bf16 autocast where supported (else fp16
-with a ``GradScaler``) and channels_last; on the CPU it runs in float32, NCHW unless asked: ``amp="bf16"`` trains
-the digits UNet ~1.2x faster per CPU-second there, ``channels_last=True`` ~0.8x (benchmarks/RESULTS.md). ``compile=True`` wraps the network in ``torch.compile`` (worth it on GPUs for long
-runs; on a 2-core CPU compiling takes minutes).
+with a ``GradScaler``) and channels_last; on the CPU it runs in float32, NCHW unless asked (``amp="bf16"``,
+``channels_last=True``; what each does to the CPU throughput is measured in benchmarks/RESULTS.md, "Throughput
+levers"). ``compile=True`` wraps the network in ``torch.compile`` (worth it on GPUs for long runs; on a 2-core CPU
+compiling takes minutes). Devices, precision, processes and RNG states live in :mod:`diffusion_lab.runtime`, the LR
+multipliers and EMAs in :mod:`diffusion_lab.optim`, the prediction type in :mod:`diffusion_lab.parameterization`.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,24 +47,30 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from . import checks
-from .checkpoint import checkpoint_files, load_training_state, save_checkpoint, unwrap_model
-from .diffusion import loss_simple, q_sample
-from .parameterization import PARAMETERIZATIONS as PREDICTIONS, training_target
+from .checkpoint import checkpoint_files, load_training_state, save_checkpoint
+from .models import num_classes_of, unwrap_model
+from .diffusion import q_sample
+from .optim import (LR_SCHEDULES, LinearWarmup, PowerEMA, WarmupDecay, ema_model_for, ema_smoothed,  # noqa: F401
+                    lr_multiplier, power_ema_decay)
+from .parameterization import as_eps_model, check_prediction, min_snr_weights, training_target
+from .presets import get_preset
+from .runtime import default_device, distributed, resolve_amp, rng_states, set_rng_states
 from .schedules import NoiseSchedule
 
-__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "train", "train_classifier", "default_device",
-           "resolve_amp", "LinearWarmup", "WarmupDecay", "lr_multiplier", "power_ema_decay", "PowerEMA",
-           "min_snr_weights", "ema_model_for", "as_eps_model", "CLASSIFIER_DEFAULTS", "PREDICTIONS"]
+# The names of optim / runtime / parameterization above stay importable from here (older code and the book's prose
+# say ``train.LinearWarmup``); their home is the module they are imported from.
+__all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "train", "train_classifier", "TASK_DEFAULTS",
+           "default_device", "resolve_amp", "LinearWarmup", "WarmupDecay", "lr_multiplier", "power_ema_decay",
+           "PowerEMA", "min_snr_weights", "ema_model_for", "as_eps_model"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step."""
 
 
-LR_SCHEDULES = ("constant", "cosine", "linear")
 LOSS_WEIGHTINGS = ("none", "min_snr")
 
 
@@ -104,20 +111,13 @@ class TrainConfig:
     checkpoint_every: int = 1000
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be a non-negative int, got {self.warmup!r}")
+        checks.int_fields(self, ("steps", "batch_size", "log_every", "checkpoint_every"))
+        checks.int_fields(self, ("warmup",), minimum=0)
         if not (self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
-        if not 0.0 <= self.label_dropout <= 1.0:
-            raise ValueError(f"label_dropout must lie in [0, 1], got {self.label_dropout}")
+        checks.choice(self.lr_schedule, LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        checks.real_number(self.min_lr_ratio, "min_lr_ratio", 0.0, 1.0)
+        checks.real_number(self.label_dropout, "label_dropout", 0.0, 1.0)
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {self.ema_decay}")
         if self.ema_power is not None and not self.ema_power >= 0:
@@ -125,15 +125,21 @@ class TrainConfig:
         if self.ema_decay is not None and self.ema_power is not None:
             raise ValueError(f"give ema_decay (constant EMA) or ema_power (power-function EMA), not both; got "
                              f"ema_decay={self.ema_decay}, ema_power={self.ema_power}")
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS} (what the network outputs), "
-                             f"got {self.prediction!r}")
+        checks.choice(self.loss_weighting, LOSS_WEIGHTINGS,
+                      f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        check_prediction(self.prediction)
         if not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+
+    @classmethod
+    def for_task(cls, task: str = "denoiser", **overrides) -> "TrainConfig":
+        """The defaults of a kind of run (:data:`TASK_DEFAULTS`: ``"denoiser"``, ``"cfg"`` — a conditional
+        denoiser trained with label dropout — or ``"classifier"``), with ``overrides`` applied as in
+        :meth:`resolve`. :func:`train_classifier` and the CLI both start here, so they agree."""
+        checks.choice(task, TASK_DEFAULTS, f"task must be one of {tuple(TASK_DEFAULTS)}, got {task!r}")
+        return cls.resolve(cls(**TASK_DEFAULTS[task]), **overrides)
 
     @classmethod
     def field_names(cls) -> tuple:
@@ -152,8 +158,6 @@ class TrainConfig:
         if base is not None and preset is not None:
             raise ValueError("give a TrainConfig or a preset name, not both")
         if preset is not None:
-            from .presets import get_preset
-
             base = cls(**get_preset(preset).train)
         base = base if base is not None else cls()
         cls.settle_ema(overrides, set(overrides))
@@ -169,6 +173,15 @@ class TrainConfig:
             values["ema_power"] = None
         if "ema_power" in given and values.get("ema_power") is not None and "ema_decay" not in given:
             values["ema_decay"] = None
+
+
+TASK_DEFAULTS = {
+    "denoiser": {},                                                   # TrainConfig's own defaults
+    "cfg": dict(label_dropout=0.15),                                  # Ho & Salimans 2022 use 0.1-0.2
+    "classifier": dict(lr=3e-4, warmup=50, weight_decay=0.05, ema_decay=None),
+}
+"""Where each kind of run's defaults differ from :class:`TrainConfig`'s: the one table, read by
+:meth:`TrainConfig.for_task` (the API) and by the CLI."""
 
 
 @dataclass
@@ -200,159 +213,6 @@ class TrainResult:
         """The EMA model when there is one, else the trained model, as ``model(x_t, t, y=None) -> ε``."""
         return as_eps_model(self.ema_model if self.ema_model is not None else self.model, self.schedule,
                             self.prediction)
-
-
-def as_eps_model(net: nn.Module, schedule: NoiseSchedule | None, prediction: str = "eps") -> nn.Module:
-    """``net`` itself for an ε-network; an x₀- or v-network wrapped into an ε-model (eq. 5.6) for the samplers."""
-    if prediction == "eps":
-        return net
-    from .parameterization import EpsFromPrediction
-
-    if schedule is None:
-        raise ValueError(f"a {prediction}-prediction network needs its schedule to be turned into an ε-model")
-    return EpsFromPrediction(net, schedule, prediction)
-
-
-class LinearWarmup:
-    """LR multiplier for ``LambdaLR``: linear from 1/warmup to 1 over ``warmup`` steps, then constant."""
-
-    def __init__(self, warmup: int):
-        self.warmup = int(warmup)
-
-    def __call__(self, step: int) -> float:
-        return 1.0 if self.warmup <= 0 else min(1.0, (step + 1) / self.warmup)
-
-
-class WarmupDecay(LinearWarmup):
-    """LR multiplier for ``LambdaLR`` at optimiser step ``step`` (0-based): the linear warm-up of
-    :class:`LinearWarmup`, then, with p = (step − warmup)/(steps − warmup) ∈ [0, 1), a decay to ``min_ratio``:
-
-        cosine:  min_ratio + (1 − min_ratio) · ½ (1 + cos π p)        linear:  1 − (1 − min_ratio) · p
-    """
-
-    def __init__(self, warmup: int, steps: int, kind: str = "cosine", min_ratio: float = 0.0):
-        super().__init__(warmup)
-        if kind not in ("cosine", "linear"):
-            raise ValueError(f"kind must be 'cosine' or 'linear', got {kind!r}")
-        self.steps, self.kind, self.min_ratio = int(steps), kind, float(min_ratio)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return super().__call__(step)
-        p = (step - self.warmup) / max(1, self.steps - self.warmup)
-        if self.kind == "cosine":
-            return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
-        return 1.0 - (1.0 - self.min_ratio) * p
-
-
-def lr_multiplier(cfg: TrainConfig) -> LinearWarmup:
-    """The ``LambdaLR`` multiplier that ``cfg.lr_schedule`` names."""
-    if cfg.lr_schedule == "constant":
-        return LinearWarmup(cfg.warmup)
-    return WarmupDecay(cfg.warmup, cfg.steps, cfg.lr_schedule, cfg.min_lr_ratio)
-
-
-def power_ema_decay(t, gamma: float):
-    """Decay of the power-function EMA after optimiser step ``t`` ≥ 1 (Karras et al. 2024, eq. 3):
-    β_t = (1 − 1/t)^(γ+1). Its average weighs the weights of step τ ∝ τ^γ, so early (random) weights fade at
-    any run length: β_1 = 0 (a copy), then the decay rises toward 1 as training goes on."""
-    return (1.0 - 1.0 / t) ** (gamma + 1.0)
-
-
-class PowerEMA:
-    """``multi_avg_fn`` for ``AveragedModel``: ema ← β_t·ema + (1 − β_t)·θ with β_t = :func:`power_ema_decay`;
-    ``num_averaged`` counts the updates before this one, so this is update t = num_averaged + 1."""
-
-    def __init__(self, gamma: float):
-        self.gamma = float(gamma)
-
-    @torch.no_grad()
-    def __call__(self, ema_params, params, num_averaged):
-        beta = power_ema_decay(float(num_averaged) + 1.0, self.gamma)
-        torch._foreach_lerp_(list(ema_params), list(params), 1.0 - beta)
-
-
-def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0,
-                    prediction: str = "eps") -> torch.Tensor:
-    """Per-example loss weights of min-SNR-γ (Hang et al. 2023) with SNR_t = ᾱ_t / (1 − ᾱ_t): on the squared
-    error of ε, min(SNR_t, γ) / SNR_t — the low-noise steps, whose ε is hardest to read and matters least, count
-    less. The same weighting of the *ε-error* on the error of another target p, by eq. (5.7)
-    (‖ε − ε̂‖² = SNR_t ‖x₀ − x̂₀‖² = ᾱ_t ‖v − v̂‖²): min(SNR_t, γ) for x₀, min(SNR_t, γ) / (SNR_t + 1) for v.
-    float64 from the schedule's tables, shape (B,), on t's device (gathered there: no host round trip per step)."""
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-    snr = schedule.table("snr", t.device)[t]
-    clipped = torch.clamp(snr, max=gamma)
-    if prediction == "x0":
-        return clipped
-    return clipped / (snr + 1.0) if prediction == "v" else clipped / snr
-
-
-def ema_model_for(net: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
-    """The EMA of ``net`` that ``cfg`` asks for (constant decay, power function, or none)."""
-    if cfg.ema_power is not None:
-        return AveragedModel(net, multi_avg_fn=PowerEMA(cfg.ema_power), use_buffers=True)
-    if cfg.ema_decay is not None:
-        return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    return None
-
-
-# ----------------------------------------------------------------------------- devices, precision, processes
-def default_device() -> torch.device:
-    """cuda > mps > cpu."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def resolve_amp(amp, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: ``"auto"`` → bf16 on CUDA where supported, else fp16 on CUDA, else none (full float32).
-    ``"bf16"`` / ``"fp16"`` force one; ``"off"`` / ``None`` / ``False`` disable it."""
-    if amp in (None, False, "off", "no", "fp32", "none"):
-        return None
-    if amp in (True, "auto"):
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-    if amp not in table:
-        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
-    return table[amp]
-
-
-def _distributed(device_arg) -> tuple[int, int, torch.device | None]:
-    """(rank, world_size, device) — initialises the process group under ``torchrun`` (RANK / WORLD_SIZE set)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 and not (dist.is_available() and dist.is_initialized()):
-        return 0, 1, None
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and (device_arg in ("auto", None) or "cuda" in str(device_arg))
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = None
-    if torch.cuda.is_available() and (device_arg in ("auto", None) or "cuda" in str(device_arg)):
-        local = int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count()))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    return rank, world, device
-
-
-def _rng_states(gen: torch.Generator, device: torch.device) -> dict:
-    states = {"generator": gen.get_state(), "torch_cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        states["torch_cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def _set_rng_states(states: dict, gen: torch.Generator, device: torch.device) -> None:
-    if "generator" in states:
-        gen.set_state(states["generator"])
-    if "torch_cpu" in states:
-        torch.set_rng_state(states["torch_cpu"])
-    if device.type == "cuda" and "torch_cuda" in states:
-        torch.cuda.set_rng_state(states["torch_cuda"], device)
 
 
 # ----------------------------------------------------------------------------- data
@@ -438,7 +298,7 @@ def _check_data(model, schedule, data, objective, cfg):
         raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
     x, y = _unpack(data)
     net = unwrap_model(model)
-    num_classes = getattr(getattr(net, "config", None), "num_classes", None)
+    num_classes = num_classes_of(net)
     if objective == "classifier" and y is None:
         raise ValueError("train_classifier needs labels y")
     if objective != "classifier" and num_classes is None:
@@ -460,7 +320,7 @@ def _check_data(model, schedule, data, objective, cfg):
 def _setup(model, schedule, data, objective, cfg: TrainConfig, device, checkpoint_path, resume) -> _Run:
     """1. Setup: devices and processes, seeded generators, EMA, optimiser, LR schedule; resume if asked."""
     net, x, y, num_classes = _check_data(model, schedule, data, objective, cfg)
-    rank, world, dist_device = _distributed(device)
+    rank, world, dist_device = distributed(device)
     dev = dist_device or (default_device() if device in ("auto", None) else torch.device(device))
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} (global) must be divisible by the {world} processes")
@@ -485,7 +345,7 @@ def _setup(model, schedule, data, objective, cfg: TrainConfig, device, checkpoin
     if resume and checkpoint_path is not None and checkpoint_files(checkpoint_path)["json"].exists():
         st = load_training_state(checkpoint_path, net, ema=ema, optimizer=optimizer, lr_scheduler=lr_sched)
         start, losses = st["step"], st["losses"][: st["step"]]
-        _set_rng_states(st["rng_states"], gen, dev)
+        set_rng_states(st["rng_states"], gen, dev)
         if world > 1:
             torch.manual_seed(cfg.seed + rank + 7919 * start)
 
@@ -519,24 +379,19 @@ def _batch(run: _Run, step: int):
 
 
 def _loss(run: _Run, x0, t, noise, labels) -> torch.Tensor:
-    """The objective: L_simple (eq. 4.9), min-SNR-weighted if asked, or the noisy classifier's cross-entropy."""
+    """The objective: the MSE between the network's output and its target (ε for L_simple, eq. 4.9; x₀ or v,
+    eq. 5.7), per example weighted by min-SNR-γ if asked; or the noisy classifier's cross-entropy."""
+    x_t = q_sample(run.schedule, x0, t, noise)
     if run.objective == "classifier":
-        return F.cross_entropy(run.fwd(q_sample(run.schedule, x0, t, noise), t).float(), labels)
-    if run.cfg.prediction != "eps":
-        # the network outputs x₀ or v: MSE on that target (eq. 5.7 relates it to the ε-error)
-        x_t = q_sample(run.schedule, x0, t, noise)
-        pred = run.fwd(x_t, t) if labels is None else run.fwd(x_t, t, y=labels)
-        target = training_target(run.schedule, x0, t, noise, run.cfg.prediction)
-        per_item = (target - pred.float()).pow(2).reshape(x0.shape[0], -1).mean(1)
-        if run.cfg.loss_weighting == "min_snr":
-            w = min_snr_weights(run.schedule, t, run.cfg.min_snr_gamma, run.cfg.prediction)
-            return (w.to(per_item.device, per_item.dtype) * per_item).mean()
-        return per_item.mean()
-    if run.cfg.loss_weighting == "min_snr":
-        per_item = loss_simple(run.fwd, run.schedule, x0, t, y=labels, noise=noise, reduction="none")
-        w = min_snr_weights(run.schedule, t, run.cfg.min_snr_gamma).to(per_item.device, per_item.dtype)
-        return (w * per_item).mean()
-    return loss_simple(run.fwd, run.schedule, x0, t, y=labels, noise=noise)
+        return F.cross_entropy(run.fwd(x_t, t).float(), labels)
+    cfg = run.cfg
+    pred = run.fwd(x_t, t) if labels is None else run.fwd(x_t, t, y=labels)
+    target = training_target(run.schedule, x0, t, noise, cfg.prediction)
+    per_item = (target - pred.float()).pow(2).reshape(x0.shape[0], -1).mean(1)
+    if cfg.loss_weighting == "min_snr":
+        w = min_snr_weights(run.schedule, t, cfg.min_snr_gamma, cfg.prediction)
+        per_item = w.to(per_item.device, per_item.dtype) * per_item
+    return per_item.mean()
 
 
 def _step(run: _Run, step: int) -> torch.Tensor:
@@ -630,7 +485,7 @@ def _save(run: _Run, checkpoint_path, done: int) -> Path:
     return save_checkpoint(checkpoint_path, run.net, run.schedule, ema=run.ema, optimizer=run.optimizer,
                            lr_scheduler=run.lr_sched, step=done, train_config=dataclasses.asdict(run.cfg),
                            extra={"objective": run.objective, "world_size": run.world, "amp": _amp_name(run)},
-                           rng_states=_rng_states(run.gen, run.dev), losses=run.losses)
+                           rng_states=rng_states(run.gen, run.dev), losses=run.losses)
 
 
 def _fit(model: nn.Module, schedule: NoiseSchedule, data, objective: str, cfg: TrainConfig, *, device, checkpoint_path,
@@ -663,10 +518,6 @@ def _fit(model: nn.Module, schedule: NoiseSchedule, data, objective: str, cfg: T
 
 
 # ----------------------------------------------------------------------------- public entry points
-CLASSIFIER_DEFAULTS = dict(lr=3e-4, warmup=50, weight_decay=0.05, ema_decay=None)
-"""Where :func:`train_classifier`'s defaults differ from :class:`TrainConfig`'s (no EMA, some weight decay)."""
-
-
 def train(model: nn.Module, schedule: NoiseSchedule, data, *, config: TrainConfig | None = None,
           preset: str | None = None, device="auto", checkpoint_path=None, resume: bool = False, progress: bool = True,
           callback: Callable[[dict], None] | None = None, **options) -> TrainResult:
@@ -693,18 +544,12 @@ def train_classifier(classifier: nn.Module, schedule: NoiseSchedule, x: torch.Te
                      **options) -> TrainResult:
     """Train a noise-aware classifier p_φ(y | x_t, t) for classifier guidance (Dhariwal & Nichol 2021, §4):
     cross-entropy on x_t = q_sample(x_0, t) with t uniform over {0…T-1}. Same loop and options as :func:`train`,
-    with the defaults of :data:`CLASSIFIER_DEFAULTS` (lr 3e-4, warm-up 50, weight decay 0.05, no EMA)."""
+    with the defaults of ``TrainConfig.for_task("classifier")`` (:data:`TASK_DEFAULTS`: lr 3e-4, warm-up 50,
+    weight decay 0.05, no EMA)."""
     if "label_dropout" in options and options["label_dropout"]:
         raise ValueError("label_dropout applies to conditional denoisers, not to classifiers")
-    cfg = TrainConfig.resolve(config or TrainConfig(**CLASSIFIER_DEFAULTS), **options)
+    cfg = TrainConfig.resolve(config, **options) if config is not None else TrainConfig.for_task("classifier", **options)
     return _fit(classifier, schedule, (x, y), "classifier", cfg, device=device, checkpoint_path=checkpoint_path,
                 resume=resume, progress=progress, callback=callback)
 
 
-def ema_smoothed(losses, alpha: float = 0.02) -> float:
-    """Exponentially smoothed loss at the end of the history (bias-corrected; alpha = 1/50 steps)."""
-    m, w = 0.0, 0.0
-    for v in losses:
-        m = (1 - alpha) * m + alpha * v
-        w = (1 - alpha) * w + alpha
-    return m / w if w else float("nan")

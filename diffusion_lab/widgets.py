@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import html
 import io
-import math
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["scrubber", "chooser", "png_bytes", "array_to_png", "render_frames", "save_grid"]
+__all__ = ["scrubber", "chooser", "png_bytes", "array_to_png", "render_frames"]
 
 
 def png_bytes(fig, dpi: int = 80) -> bytes:
@@ -169,39 +167,3 @@ def chooser(children: Sequence, labels: Sequence[str], *, caption: str = "", syn
     box = W.VBox([W.HBox(head + [buttons]), panel])
     box.buttons, box.stack = buttons, panel
     return box
-
-
-def save_grid(samples, path, labels=None):
-    """Write a PNG grid of images (N, C, H, W) in [-1, 1] (10 columns when ``labels`` are given, one digit per
-    column), or a scatter plot of points (N, 2), to ``path``; returns the path."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    x = samples.detach().cpu().float()
-    if x.dim() == 2:
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2)
-        ax.set_aspect("equal")
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        return path
-    if x.dim() != 4:
-        raise ValueError(f"save_grid takes images (N, C, H, W) or points (N, 2), got shape {tuple(x.shape)}")
-    n, c, h, w = x.shape
-    cols = 10 if labels is not None and n >= 10 else math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    pad = 1
-    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), -1.0, dtype=np.float32)
-    imgs = x.clamp(-1, 1).permute(0, 2, 3, 1).numpy()
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = imgs[i]
-    grid = (grid + 1) / 2
-    scale = max(1, 64 // h)
-    grid = grid.repeat(scale, 0).repeat(scale, 1)
-    if c == 1:
-        plt.imsave(path, grid[..., 0], cmap="gray", vmin=0, vmax=1)
-    else:
-        plt.imsave(path, grid.clip(0, 1))
-    return path

@@ -1,7 +1,7 @@
 """Classifier-free guidance (book chapter 8) against exact answers on a *labelled* Gaussian mixture from
 ``gaussian_mixture`` (labels own groups of components, anisotropic covariances), and on real networks.
 
-What tests/test_guidance.py already checks (on the two-class ``oracles`` mixture) is not repeated here: the limits
+What tests/test_guidance.py already checks (on the two-class ``gaussian_mixture`` oracle) is not repeated here: the limits
 w = 0 / w = −1 and the formula at the ε level, that CFG is one call on 2B items with the null label, DDPM sampling at
 w = 0, and the interval (8.2). Added here: w = 0 on DDIM and on real networks; the batched 2B forward against two
 separate forwards of real networks (GroupNorm, attention, label embedding); and the guided field against the exact

@@ -38,7 +38,8 @@ def test_round_trip_with_ema_and_schedule(tmp_path):
     path = save_checkpoint(tmp_path / "ck", m, cosine_schedule(200), ema=ema, step=2, extra={"note": "hi"})
     assert path == tmp_path / "ck.json" and (tmp_path / "ck.safetensors").exists()
     assert not list(tmp_path.glob("*.tmp")), "temporary files left behind"
-    model, schedule, meta = load_checkpoint(tmp_path / "ck.safetensors")
+    ck = load_checkpoint(tmp_path / "ck.safetensors")
+    model, schedule, meta = ck.model, ck.schedule, ck.meta
     assert not model.training and meta["weights"] == "ema" and meta["step"] == 2 and meta["extra"] == {"note": "hi"}
     assert schedule.to_config() == cosine_schedule(200).to_config()
     assert torch.equal(schedule.betas, cosine_schedule(200).betas)
@@ -46,7 +47,8 @@ def test_round_trip_with_ema_and_schedule(tmp_path):
     ema.module.eval()
     m.eval()
     assert torch.equal(model(x, t, y), ema.module(x, t, y))
-    raw, _, meta2 = load_checkpoint(path, use_ema=False)
+    ck2 = load_checkpoint(path, use_ema=False)
+    raw, meta2 = ck2.model, ck2.meta
     assert meta2["weights"] == "model" and torch.equal(raw(x, t, y), m(x, t, y))
     assert not torch.equal(raw(x, t, y), model(x, t, y))
 
@@ -128,3 +130,33 @@ def test_files_are_plain_safetensors_and_json(tmp_path):
     assert set(w) == {f"model.{k}" for k in m.state_dict()} | {f"ema.{k}" for k in m.state_dict()}
     state = load_file(tmp_path / "ck.state.safetensors")
     assert any(k.startswith("optim.") for k in state)
+
+
+def test_every_loader_returns_one_record():
+    """pretrained.load, load_checkpoint, the reader's loader, presets.build and the CLI's resolve_model all give a
+    LoadedModel that knows its classes, item shape and prediction; it unpacks as (model, schedule) and the samplers
+    take it in place of the model."""
+    import diffusion_lab.__main__ as cli
+    from diffusion_lab import presets, pretrained
+    from diffusion_lab.checkpoint import LoadedModel
+    from diffusion_lab.sampling import ddim_sample, sample_batches
+
+    shipped = pretrained.load("digits-cond")
+    assert isinstance(shipped, LoadedModel) and shipped.source == "shipped" and shipped.kind == "unet"
+    assert shipped.num_classes == 10 and shipped.item_shape == (1, 8, 8) and shipped.prediction == "eps"
+    assert not any(p.requires_grad for p in shipped.model.parameters()) and not shipped.model.training
+    model, schedule = shipped
+    assert model is shipped.model and schedule is shipped.schedule
+    via_cli = cli.resolve_model("digits-cond")
+    assert isinstance(via_cli, LoadedModel) and via_cli.num_classes == 10
+    assert isinstance(presets.build("digits-cond"), LoadedModel)
+    clf = pretrained.load("digits-noisy-classifier")
+    assert clf.kind == "noisy_classifier" and clf.num_classes == 10
+    y = torch.tensor([1, 2])
+    a = ddim_sample(shipped, None, (2, 1, 8, 8), steps=3, y=y, generator=torch.Generator().manual_seed(0),
+                    progress=False)
+    b = ddim_sample(model, schedule, (2, 1, 8, 8), steps=3, y=y, generator=torch.Generator().manual_seed(0),
+                    progress=False)
+    c = sample_batches(shipped, None, n=2, y=y, sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0),
+                       progress=False)
+    assert torch.equal(a, b) and torch.equal(a, c)

@@ -34,7 +34,8 @@ def _env():
                "--dropout", "--data", "--conditional", "--label-dropout", "--schedule", "--T", "--steps",
                "--batch-size", "--lr", "--warmup", "--ema", "--seed", "--device", "--amp", "--compile", "--out",
                "--resume", "mnist", "fashion_mnist", "noisy_classifier"]),
-    ("sample", ["--sampler", "--steps", "--eta", "--variance", "--guidance-scale", "--guidance-interval", "--labels",
+    ("sample", ["--sampler", "--steps", "--eta", "--variance", "--guidance-weight", "--guidance-scale",
+                "--guidance-interval", "--labels",
                 "--classifier",
                 "--classifier-scale", "--n", "--seed", "--out", "ddim", "beta_tilde"]),
 ])
@@ -139,10 +140,10 @@ def test_inconsistent_train_arguments(args, message, tmp_path, capsys):
 def test_guidance_needs_a_conditional_model(moons_checkpoint, tmp_path, capsys):
     out, _ = moons_checkpoint
     with pytest.raises(SystemExit) as exc:
-        main(["sample", str(out), "--guidance-scale", "2", "--out", str(tmp_path / "g.png"), "--threads", "1"])
+        main(["sample", str(out), "--guidance-weight", "2", "--out", str(tmp_path / "g.png"), "--threads", "1"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--guidance-scale" in err and "unconditional" in err and "--conditional" in err
+    assert "--guidance-weight" in err and "unconditional" in err and "--conditional" in err
 
 
 def test_unknown_checkpoint_names_the_shipped_models(tmp_path, capsys):
@@ -161,7 +162,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
 
 
 def test_sample_shipped_model_by_name_prints_metrics(tmp_path, capsys):
-    rc = main(["sample", "digits-cond", "--sampler", "ddim", "--steps", "10", "--guidance-scale", "2", "--n", "20",
+    rc = main(["sample", "digits-cond", "--sampler", "ddim", "--steps", "10", "--guidance-weight", "2", "--n", "20",
                "--labels", "3,7", "--out", str(tmp_path / "d.png"), "--no-progress", "--threads", "1"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -170,16 +171,17 @@ def test_sample_shipped_model_by_name_prints_metrics(tmp_path, capsys):
 
 
 def test_sample_with_a_guidance_interval(tmp_path, capsys):
-    rc = main(["sample", "digits-cond", "--sampler", "ddim", "--steps", "10", "--guidance-scale", "2",
+    rc = main(["sample", "digits-cond", "--sampler", "ddim", "--steps", "10", "--guidance-weight", "2",
                "--guidance-interval", "0,300", "--n", "10", "--out", str(tmp_path / "i.png"), "--no-progress",
                "--threads", "1", "--no-metrics"])
     assert rc == 0 and "interval=(0, 300)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, msg", [
-    (["--guidance-scale", "2", "--guidance-interval", "300,0"], "0 <= LO <= HI"),
-    (["--guidance-scale", "2", "--guidance-interval", "5"], "'LO,HI'"),
-    (["--guidance-interval", "0,100"], "give --guidance-scale W too"),
+    (["--guidance-weight", "2", "--guidance-interval", "300,0"], "0 <= LO <= HI"),
+    (["--guidance-scale", "3", "--guidance-interval", "5"], "'LO,HI'"),
+    (["--guidance-interval", "0,100"], "give --guidance-weight W (or --guidance-scale S) too"),
+    (["--guidance-weight", "2", "--guidance-scale", "3"], "not allowed with argument"),
 ])
 def test_guidance_interval_bad_input(args, msg, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:

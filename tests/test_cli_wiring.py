@@ -5,6 +5,7 @@ arguments a flag produces — not the CLI's own earlier output. Two end-to-end r
 stated minimum: classifier-free guidance on ``digits-cond`` and classifier guidance with the shipped
 ``digits-noisy-classifier`` on ``digits-uncond``.
 """
+import dataclasses
 import re
 
 import pytest
@@ -72,14 +73,52 @@ def test_batch_size_splits_the_samples(sampler_calls, tmp_path):
     assert [c["shape"][0] for c in sampler_calls] == [3, 3, 1]
 
 
-def test_guidance_scale_and_interval_reach_cfg(sampler_calls, tmp_path):
-    assert _sample(tmp_path, "digits-cond", "--sampler", "ddim", "--steps", "4", "--guidance-scale", "2.5",
+def test_guidance_weight_and_interval_reach_cfg(sampler_calls, tmp_path):
+    assert _sample(tmp_path, "digits-cond", "--sampler", "ddim", "--steps", "4", "--guidance-weight", "2.5",
                    "--guidance-interval", "0,120", "--labels", "3,7", "--n", "4", "--threads", "1") == 0
     (c,) = sampler_calls
     g = c["guidance"]
     assert isinstance(g, guidance_mod.ClassifierFreeGuidance)
     assert float(g.w) == pytest.approx(2.5) and tuple(g.interval) == (0, 120)
     assert c["y"].tolist() == [3, 7, 3, 7]
+
+
+def test_guidance_scale_is_diffusers_s_one_plus_w(sampler_calls, tmp_path):
+    assert _sample(tmp_path, "digits-cond", "--sampler", "ddim", "--steps", "4", "--guidance-scale", "3.5",
+                   "--n", "2", "--threads", "1") == 0
+    (c,) = sampler_calls
+    assert float(c["guidance"].w) == pytest.approx(2.5), "--guidance-scale s is w = s - 1"
+
+
+def test_sample_preset_supplies_the_presets_sampling_and_flags_override_it(sampler_calls, tmp_path):
+    from diffusion_lab import presets
+
+    want = presets.get_preset("digits-cond").sampling
+    assert _sample(tmp_path, "digits-cond", "--preset", "digits-cond", "--n", "2", "--threads", "1") == 0
+    assert _sample(tmp_path, "digits-cond", "--preset", "digits-cond", "--steps", "3", "--guidance-scale", "1.5",
+                   "--n", "2", "--threads", "1") == 0
+    a, b = sampler_calls
+    assert a["kind"] == want["sampler"] and a["steps"] == want["steps"]
+    assert float(a["guidance"].w) == want["guidance_weight"] and tuple(a["guidance"].interval) == want["guidance_interval"]
+    assert b["steps"] == 3 and float(b["guidance"].w) == pytest.approx(0.5) and b["guidance"].interval is None
+
+
+def test_guidance_scale_3_and_guidance_weight_2_give_identical_samples(tmp_path):
+    """The two spellings of one guidance: diffusers' s = 3 is the seed's w = 2, down to the last bit."""
+    from safetensors.torch import load_file
+
+    outs = []
+    for flag, value in (("--guidance-scale", "3"), ("--guidance-weight", "2")):
+        path = tmp_path / f"{flag[2:]}.safetensors"
+        assert cli.main(["sample", "digits-cond", "--sampler", "ddim", "--steps", "5", "--n", "6", "--seed", "3",
+                         flag, value, "--out", str(tmp_path / "g.png"), "--save-tensors", str(path),
+                         "--no-progress", "--no-metrics", "--threads", "1"]) == 0
+        outs.append(load_file(str(path))["samples"])
+    assert torch.equal(outs[0], outs[1])
+    w2 = cli.main(["sample", "digits-cond", "--sampler", "ddim", "--steps", "5", "--n", "6", "--seed", "3",
+                   "--guidance-scale", "2", "--out", str(tmp_path / "g.png"), "--save-tensors",
+                   str(tmp_path / "s2.safetensors"), "--no-progress", "--no-metrics", "--threads", "1"])
+    assert w2 == 0 and not torch.equal(load_file(str(tmp_path / "s2.safetensors"))["samples"], outs[0])
 
 
 def test_classifier_flags_reach_classifier_guidance(sampler_calls, tmp_path):
@@ -158,7 +197,7 @@ def _metrics(out):
 
 
 def test_shipped_conditional_model_reaches_its_accuracy_from_the_cli(tmp_path, capsys):
-    rc = cli.main(["sample", "digits-cond", "--sampler", "ddim", "--steps", "20", "--guidance-scale", "2", "--n", "100",
+    rc = cli.main(["sample", "digits-cond", "--sampler", "ddim", "--steps", "20", "--guidance-weight", "2", "--n", "100",
                    "--out", str(tmp_path / "d.png"), "--no-progress", "--threads", "1"])
     assert rc == 0
     acc, fd = _metrics(capsys.readouterr().out)
@@ -172,3 +211,42 @@ def test_classifier_guidance_from_the_cli_with_the_shipped_classifier(tmp_path, 
     assert rc == 0
     acc, fd = _metrics(capsys.readouterr().out)
     assert acc >= 0.9, f"classifier guidance (scale 4, DDIM 20, 100 samples): judge accuracy {acc:.2f} < 0.90 (measured 0.94)"
+
+
+# ----------------------------------------------------------------------------- one source of training defaults
+def _cli_config(*flags):
+    args = cli.build_parser().parse_args(["train", *flags, "--out", "unused"])
+    cli._resolve_train_args(args)
+    return cli.train_config(args)
+
+
+@pytest.mark.parametrize("flags, api", [
+    ((), lambda: train_mod.TrainConfig()),
+    (("--conditional",), lambda: train_mod.TrainConfig(label_dropout=0.15)),
+    (("--model", "noisy_classifier"), lambda: train_mod.TrainConfig.for_task("classifier")),
+    (("--model", "noisy_classifier", "--lr", "0.001", "--ema", "0.999"),
+     lambda: train_mod.TrainConfig.for_task("classifier", lr=1e-3, ema_decay=0.999)),
+    (("--steps", "7", "--ema-power", "6.94"), lambda: train_mod.TrainConfig.resolve(steps=7, ema_power=6.94)),
+    (("--preset", "digits-cond-fast", "--steps", "9"), lambda: train_mod.TrainConfig.resolve(preset="digits-cond-fast",
+                                                                                             steps=9)),
+])
+def test_cli_and_api_build_the_same_config(flags, api):
+    """The CLI has no defaults of its own: for the same request it builds the config the API builds."""
+    assert _cli_config(*flags) == api()
+
+
+def test_the_classifier_config_is_the_same_through_the_cli_and_train_classifier(train_calls, tmp_path, monkeypatch):
+    """The noisy classifier trains with the same settings whether started from the CLI or from the API."""
+    from diffusion_lab.data import load_digits
+    from diffusion_lab.models import NoisyClassifier
+    from diffusion_lab.schedules import linear_schedule
+
+    monkeypatch.undo()                                   # the real train_classifier, on a tiny run
+    x, y = load_digits("train")
+    clf = NoisyClassifier(base_channels=8, channel_mults=(1,), num_res_blocks=1, num_groups=8,
+                          attention_resolutions=(), num_classes=10)
+    r = train_mod.train_classifier(clf, linear_schedule(20), x[:16], y[:16], steps=1, batch_size=8, device="cpu",
+                                   progress=False)
+    cli_cfg = _cli_config("--model", "noisy_classifier", "--steps", "1", "--batch-size", "8")
+    assert r.config == dataclasses.asdict(cli_cfg)
+    assert cli_cfg.ema_decay is None and cli_cfg.lr == pytest.approx(3e-4) and cli_cfg.warmup == 50

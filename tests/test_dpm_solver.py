@@ -9,7 +9,7 @@ import torch
 from diffusion_lab import sampling
 from diffusion_lab.gaussian_mixture import example_mixture_2d, optimal_eps_model
 from diffusion_lab.guidance import ClassifierFreeGuidance
-from diffusion_lab.oracles import GaussianOracle
+from diffusion_lab.gaussian_mixture import GaussianOracle
 from diffusion_lab.schedules import linear_schedule
 
 

@@ -5,7 +5,7 @@ import torch
 
 from diffusion_lab import diffusion
 from diffusion_lab.guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance, check_labels
-from diffusion_lab.oracles import GaussianMixtureOracle
+from diffusion_lab.gaussian_mixture import GaussianMixtureOracle
 from diffusion_lab.sampling import ddim_sample, ddpm_sample, p_sample
 from diffusion_lab.schedules import linear_schedule
 

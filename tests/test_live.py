@@ -61,8 +61,8 @@ def test_own_model_is_exported_and_sent_on_hello():
     ({"eta": 1.5}, ValueError, "eta"),
     ({"interval": (300, 0)}, ValueError, "interval"),
     ({"schedule": object()}, ValueError, "both model= and schedule="),
-    ({"name": "digits-cond", "model": pretrained.load("digits-uncond")[0],
-      "schedule": pretrained.load("digits-uncond")[1]}, ValueError, "num_classes"),
+    ({"name": "digits-cond", "model": pretrained.load("digits-uncond").model,
+      "schedule": pretrained.load("digits-uncond").schedule}, ValueError, "num_classes"),
 ])
 def test_bad_arguments(kwargs, err, match):
     with pytest.raises(err, match=match):

@@ -108,7 +108,9 @@ def test_checkpoint_records_the_prediction_and_loads_an_eps_model(tmp_path):
               device="cpu", progress=False, checkpoint_path=tmp_path / "v")
     doc = json.loads((tmp_path / "v.json").read_text())
     assert doc["prediction"] == "v" and doc["train_config"]["prediction"] == "v"
-    model, _, meta = load_checkpoint(tmp_path / "v")
+    ck = load_checkpoint(tmp_path / "v")
+    model, meta = ck.model, ck.meta
+    assert ck.prediction == "v" and ck.num_classes == 3 and ck.item_shape == (1, 8, 8) and ck.network is model.net
     assert isinstance(model, P.EpsFromPrediction) and meta["prediction"] == "v"
     assert model.num_classes == 3 and model.config.image_size == 8
     x_t, t, yy = torch.randn(4, 1, 8, 8), torch.tensor([0, 10, 30, 49]), torch.tensor([0, 1, 2, 3])
@@ -123,7 +125,8 @@ def test_checkpoint_records_the_prediction_and_loads_an_eps_model(tmp_path):
     old = dict(doc)
     old.pop("prediction")
     (tmp_path / "v.json").write_text(json.dumps(old))
-    eps_model, _, meta = load_checkpoint(tmp_path / "v")
+    ck = load_checkpoint(tmp_path / "v")
+    eps_model, meta = ck.model, ck.meta
     assert isinstance(eps_model, UNet) and meta["prediction"] == "eps"
     (tmp_path / "v.json").write_text(json.dumps(dict(doc, prediction="score")))
     with pytest.raises(CheckpointError, match="unknown prediction 'score'"):

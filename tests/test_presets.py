@@ -27,10 +27,14 @@ def test_unknown_preset_is_a_lookup_error_naming_the_known_ones(tmp_path, capsys
 
 def test_build_gives_the_presets_model_and_schedule():
     p = presets.get_preset(FAST)
-    model, schedule, data_name = presets.build(FAST)
-    assert data_name == "digits" and schedule.T == p.schedule["T"]
+    fresh = presets.build(FAST)
+    model, schedule = fresh.network, fresh.schedule
+    assert fresh.meta["data"] == "digits" and schedule.T == p.schedule["T"] and fresh.source == "preset"
     assert model.config.num_classes == 10 and model.config.dropout == p.model["dropout"]
-    assert presets.build(FAST, base_channels=64)[0].config.base_channels == 64
+    assert fresh.num_classes == 10 and fresh.item_shape == (1, 8, 8) and fresh.prediction == p.train["prediction"]
+    assert fresh.model is not model and fresh.network is model, "a v-network samples through its ε-wrapper"
+    assert all(q.requires_grad for q in model.parameters()), "a fresh preset network is trainable"
+    assert presets.build(FAST, base_channels=64).network.config.base_channels == 64
     x, y = presets.training_data(FAST)
     assert x.shape[1:] == (1, 8, 8) and y.shape == (x.shape[0],)
     TrainConfig(**p.train)  # every preset's training options are valid TrainConfig fields
@@ -41,7 +45,8 @@ def test_preset_settings_reach_the_trainer():
     config its values; a keyword argument overrides one value and leaves the others."""
     p = presets.get_preset(FAST)
     torch.manual_seed(0)
-    model, schedule, _ = presets.build(FAST)
+    fresh = presets.build(FAST)
+    model, schedule = fresh.network, fresh.schedule
     x, y = presets.training_data(FAST)
     seen = []
 
@@ -77,7 +82,7 @@ def test_preset_settings_reach_the_trainer():
         b = power_ema_decay(t, gamma)
         ema = b * ema + (1 - b) * seen[t - 1][1][name]
     torch.testing.assert_close(dict(r.ema_model.named_parameters())[name], ema)
-    r2 = train(presets.build(FAST)[0], schedule, (x[:32], y[:32]), preset=FAST, steps=1, batch_size=16, lr=1e-4,
+    r2 = train(presets.build(FAST).network, schedule, (x[:32], y[:32]), preset=FAST, steps=1, batch_size=16, lr=1e-4,
                device="cpu", progress=False)
     assert r2.config["lr"] == 1e-4 and r2.config["ema_power"] == gamma
 

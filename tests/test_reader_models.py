@@ -21,7 +21,8 @@ def test_home_follows_the_environment(home):
 
 
 def test_falls_back_to_the_shipped_model_with_a_note(home, capsys):
-    model, schedule, source = reader_models.load_reader_or_shipped("digits-cond")
+    loaded = reader_models.load_reader_or_shipped("digits-cond")
+    model, source = loaded.model, loaded.source
     assert source == "shipped"
     assert "using the shipped checkpoint" in capsys.readouterr().out
     shipped, _ = pretrained.load("digits-cond")
@@ -38,7 +39,8 @@ def test_saved_model_is_loaded_back_with_its_ema_weights(home, capsys):
                 label_dropout=0.1, device="cpu", progress=False)
     path = reader_models.save_reader_model("mine", res, schedule)
     assert path.exists() and reader_models.has_reader_model("mine")
-    model, sched, source = reader_models.load_reader_or_shipped("mine")
+    loaded = reader_models.load_reader_or_shipped("mine")
+    model, sched, source = loaded.model, loaded.schedule, loaded.source
     assert source == "reader" and sched.T == 50
     assert "trained in chapter 5" in capsys.readouterr().out
     for a, b in zip(model.state_dict().values(), res.ema_model.state_dict().values()):
@@ -51,7 +53,7 @@ def test_unreadable_reader_model_is_reported_not_hidden(home, capsys):
     path.parent.mkdir(parents=True)
     path.write_text("{ not json")
     path.with_suffix(".safetensors").write_bytes(b"junk")
-    _, _, source = reader_models.load_reader_or_shipped("digits-cond")
+    source = reader_models.load_reader_or_shipped("digits-cond").source
     assert source == "shipped"
     assert "could not be read" in capsys.readouterr().out
 

@@ -7,7 +7,7 @@ import torch
 
 from diffusion_lab import diffusion
 from diffusion_lab.guidance import ClassifierFreeGuidance
-from diffusion_lab.oracles import GaussianOracle
+from diffusion_lab.gaussian_mixture import GaussianOracle
 from diffusion_lab.sampling import (Trajectory, ddim_invert, ddim_sample, ddim_step, ddim_timesteps, ddpm_sample,
                                     p_sample)
 from diffusion_lab.schedules import linear_schedule

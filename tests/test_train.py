@@ -93,7 +93,8 @@ def test_conditional_unet_checkpoint_and_callback(tmp_path):
               device="cpu", progress=True, log_every=2, checkpoint_path=tmp_path / "digits", checkpoint_every=2,
               callback=lambda info: seen.append((info["step"], round(info["loss"], 6))))
     assert [s for s, _ in seen] == [2, 4] and all(torch.isfinite(torch.tensor(r.losses)))
-    loaded, schedule, meta = load_checkpoint(r.checkpoint)
+    ck = load_checkpoint(r.checkpoint)
+    loaded, schedule, meta = ck.model, ck.schedule, ck.meta
     assert meta["step"] == 4 and meta["weights"] == "ema" and schedule.T == 1000
     xt, t, lab = x[:3], torch.tensor([1, 10, 100]), torch.tensor([0, 5, 10])
     assert torch.equal(loaded(xt, t, lab), r.ema_model(xt, t, lab))
@@ -258,7 +259,9 @@ def test_min_snr_weighting_reaches_the_loss():
 
 
 def test_classifier_defaults_come_from_one_place():
-    from diffusion_lab.train import CLASSIFIER_DEFAULTS
+    from diffusion_lab.train import TASK_DEFAULTS
+
+    CLASSIFIER_DEFAULTS = TASK_DEFAULTS["classifier"]
 
     x, y = load_digits("train")
     clf = NoisyClassifier(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, num_classes=10)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 import torch.nn as nn
 
 from ..errors import unknown_name
+from ..parameterization import EpsFromPrediction
 
 from .classifier import NoisyClassifier, NoisyClassifierConfig
 from .layers import AttentionBlock, ResBlock, TimestepEmbedding, timestep_embedding
@@ -23,7 +25,8 @@ from .unet import UNet, UNetConfig
 
 __all__ = ["UNet", "UNetConfig", "MLPDenoiser", "MLPConfig", "NoisyClassifier", "NoisyClassifierConfig",
            "ResBlock", "AttentionBlock", "TimestepEmbedding", "timestep_embedding",
-           "MODELS", "build_model", "model_from_config", "model_config", "build_model_for_data"]
+           "MODELS", "build_model", "model_from_config", "model_config", "build_model_for_data", "unwrap_model",
+           "num_classes_of", "item_shape_of", "freeze"]
 
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "unet": (UNet, UNetConfig),
@@ -44,10 +47,63 @@ def build_model(kind: str, **config) -> nn.Module:
     return cls(cfg_cls(**config))
 
 
+def wrapper_layers(model: nn.Module):
+    """``model``, then each module it wraps, down to the bare network: DDP / ``AveragedModel`` (``.module``),
+    ``torch.compile`` (``._orig_mod``) and :class:`~diffusion_lab.parameterization.EpsFromPrediction` (``.net``)."""
+    while True:
+        yield model
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, EpsFromPrediction):
+            model = model.net
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, torch.optim.swa_utils.AveragedModel)):
+            model = model.module
+        else:
+            return
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare network inside DDP / ``AveragedModel`` (``.module``), ``torch.compile`` (``._orig_mod``) and
+    :class:`~diffusion_lab.parameterization.EpsFromPrediction` (``.net``): the package's one unwrapping."""
+    for layer in wrapper_layers(model):
+        pass
+    return layer
+
+
+def num_classes_of(model) -> int | None:
+    """The number of classes of a conditional model or a classifier, through any wrapper: ``num_classes`` of the
+    model or of its ``config`` (how diffusion_lab.models keep it), else None. The package's one reading of it."""
+    for layer in wrapper_layers(model) if isinstance(model, nn.Module) else (model,):
+        k = getattr(layer, "num_classes", None)
+        if k is None:
+            k = getattr(getattr(layer, "config", None), "num_classes", None)
+        if k is not None:
+            return k
+    return None
+
+
+def item_shape_of(model: nn.Module) -> tuple | None:
+    """The shape of one item a registered network takes: ``(data_dim,)`` for the MLP, ``(C, H, W)`` for the UNet
+    and the noisy classifier; None for any other module."""
+    cfg = getattr(unwrap_model(model), "config", None)
+    if hasattr(cfg, "data_dim"):
+        return (cfg.data_dim,)
+    if hasattr(cfg, "in_channels") and hasattr(cfg, "image_size"):
+        return (cfg.in_channels, cfg.image_size, cfg.image_size)
+    return None
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with every parameter's ``requires_grad`` off (a model to sample or judge with, not
+    to train); returns it."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
 def model_config(model: nn.Module) -> dict:
     """``{"kind": ..., "config": {...}}`` — JSON-able; :func:`model_from_config` inverts it."""
-    model = getattr(model, "module", model)  # DDP / AveragedModel wrappers
-    model = getattr(model, "_orig_mod", model)  # torch.compile
+    model = unwrap_model(model)
     kind = getattr(model, "kind", None)
     if kind not in MODELS or not isinstance(model, MODELS[kind][0]):
         raise TypeError(f"{type(model).__name__} is not a registered diffusion_lab model ({sorted(MODELS)})")

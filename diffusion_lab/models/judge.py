@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from ..data import load_digits
 from ..errors import CorruptFileError
+from . import freeze
 
 __all__ = ["DigitsJudge", "judge_from_state_dict", "load_judge", "save_judge", "check_images", "JUDGE_ARCH",
            "NUM_CLASSES", "IMAGE_SHAPE"]
@@ -99,10 +100,7 @@ def judge_from_state_dict(state_dict) -> DigitsJudge:
     """A :class:`DigitsJudge` (eval mode, frozen) holding the given weights."""
     judge = DigitsJudge()
     judge.load_state_dict({k: torch.as_tensor(v) for k, v in state_dict.items()})
-    judge.eval()
-    for p in judge.parameters():
-        p.requires_grad_(False)
-    return judge
+    return freeze(judge)
 
 
 def save_judge(judge: DigitsJudge, path) -> Path:

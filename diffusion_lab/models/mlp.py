@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import checks
 from .layers import TimestepEmbedding, check_labels_input, check_timesteps_input, resolve_config, zero_module
 
 __all__ = ["MLPConfig", "MLPDenoiser"]
@@ -26,10 +27,7 @@ class MLPConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("data_dim", "hidden_dim", "num_blocks", "time_embed_dim"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"MLPConfig.{name} must be a positive int, got {v!r}")
+        checks.int_fields(self, ("data_dim", "hidden_dim", "num_blocks", "time_embed_dim"))
         if self.num_classes is not None and (isinstance(self.num_classes, bool) or int(self.num_classes) <= 0):
             raise ValueError(f"MLPConfig.num_classes must be None or a positive int, got {self.num_classes!r}")
 

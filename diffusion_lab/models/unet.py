@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import checks
 from .layers import (AttentionBlock, Downsample, ResBlock, TimestepEmbedding, Upsample, check_labels_input,
                      check_timesteps_input, group_norm, resolve_config, zero_module)
 
@@ -48,10 +49,7 @@ class UNetConfig:
     def __post_init__(self):
         self.channel_mults = _tuple(self.channel_mults)
         self.attention_resolutions = _tuple(self.attention_resolutions)
-        for name in ("in_channels", "image_size", "base_channels", "num_res_blocks", "num_groups", "num_heads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"UNetConfig.{name} must be a positive int, got {v!r}")
+        checks.int_fields(self, ("in_channels", "image_size", "base_channels", "num_res_blocks", "num_groups", "num_heads"))
         if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
             raise ValueError(f"UNetConfig.channel_mults must be positive ints, got {self.channel_mults}")
         if self.num_classes is not None and (isinstance(self.num_classes, bool) or int(self.num_classes) <= 0):

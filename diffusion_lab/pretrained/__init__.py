@@ -1,7 +1,7 @@
 """Shipped weights, made by our own CLI on a 2-core CPU (book chapters 6–8 load them for headline figures).
 
     from diffusion_lab import pretrained
-    model, schedule = pretrained.load("digits-cond")        # eval mode, EMA weights
+    model, schedule = pretrained.load("digits-cond")        # eval mode, EMA weights (a LoadedModel; it unpacks)
     pretrained.list_pretrained()                              # the known names
 
 Each model is ``<name>.safetensors`` (the EMA weights only, stored as the model weights; no optimiser state) +
@@ -14,14 +14,19 @@ of the tensors. Errors are :class:`PretrainedError` s (a ``RuntimeError``): an u
 :class:`PretrainedError`.
 
 ``digits-judge`` is the clean classifier of :mod:`diffusion_lab.metrics` (``metrics.get_judge()`` loads its file
-from this folder, so the judge is never retrained); ``load("digits-judge")`` returns ``(judge, None)``.
+from this folder, so the judge is never retrained); ``load("digits-judge")`` unpacks as ``(judge, None)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+from ..checkpoint import LoadedModel, checkpoint_files, file_sha256, load_checkpoint, save_checkpoint
 from ..errors import CorruptFileError, UnknownNameError
+from ..data import load_digits
+from ..models.judge import JUDGE_ARCH, load_judge, save_judge
+from ..optim import ema_smoothed
 
 __all__ = ["PretrainedError", "UnknownPretrainedError", "CorruptPretrainedError", "load", "list_pretrained", "info",
            "pretrained_dir", "manifest", "export", "MANIFEST_NAME"]
@@ -85,8 +90,6 @@ def _entry(name: str) -> dict:
 
 
 def _verified_files(name: str) -> tuple[Path, Path, dict]:
-    from ..checkpoint import file_sha256
-
     entry = _entry(name)
     folder = pretrained_dir()
     weights, config = folder / entry["weights"], folder / entry["config"]
@@ -101,23 +104,18 @@ def _verified_files(name: str) -> tuple[Path, Path, dict]:
     return weights, config, entry
 
 
-def load(name: str, device="cpu"):
-    """``(model, schedule)``: the shipped model ``name`` in eval mode on ``device`` and the schedule it was trained
-    with (``None`` for the judge). The weights' sha256 is checked against ``MANIFEST.json`` first."""
-    import torch
-
+def load(name: str, device="cpu") -> LoadedModel:
+    """The shipped model ``name`` as a :class:`~diffusion_lab.checkpoint.LoadedModel` (``source="shipped"``):
+    eval mode and frozen on ``device``, with the schedule it was trained with (``None`` for the judge). It unpacks
+    as ``model, schedule = pretrained.load(name)``. The weights' sha256 is checked against ``MANIFEST.json``
+    first."""
     weights, config, entry = _verified_files(name)
     if entry.get("kind") == "judge":
-        from ..models.judge import load_judge
-
-        return load_judge(weights).to(device).eval(), None
-    from ..checkpoint import load_checkpoint
-
+        judge = load_judge(weights).to(device)
+        return LoadedModel.of(judge, None, source="shipped", meta=dict(entry, name=name))
     # The sha256 was just checked; load_checkpoint checks it again against the JSON's record.
-    model, schedule, _ = load_checkpoint(config, device=device, use_ema=False, sha256=entry["sha256"])
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval(), schedule
+    loaded = load_checkpoint(config, device=device, use_ema=False, sha256=entry["sha256"])
+    return dataclasses.replace(loaded, source="shipped", meta=dict(loaded.meta, name=name))
 
 
 # ----------------------------------------------------------------------------- making the shipped files
@@ -125,15 +123,8 @@ def export(checkpoint, name: str, *, kind: str = "model", card: str | None = Non
     """Write ``<name>.safetensors`` + ``<name>.json`` here from a training checkpoint — its EMA weights (or the
     plain weights without EMA) as the model weights, no optimiser state — and record it in ``MANIFEST.json``.
     ``kind="judge"`` copies a judge file written by :func:`diffusion_lab.metrics.save_judge` instead."""
-    import torch
-
-    from ..checkpoint import checkpoint_files, file_sha256, load_checkpoint, save_checkpoint
-
     folder = pretrained_dir()
     if kind == "judge":
-        from ..data import load_digits
-        from ..models.judge import JUDGE_ARCH, load_judge, save_judge
-
         judge = load_judge(checkpoint)
         weights = save_judge(judge, folder / f"{name}.safetensors")
         acc = judge.accuracy(*load_digits("test"))
@@ -141,19 +132,18 @@ def export(checkpoint, name: str, *, kind: str = "model", card: str | None = Non
             {"kind": "judge", "arch": JUDGE_ARCH, "test_accuracy": round(acc, 6),
              "trained_by": "python -m diffusion_lab.metrics --save PATH (train_judge(epochs=25, seed=0))"}, indent=1))
     else:
-        model, schedule, meta = load_checkpoint(checkpoint, device="cpu", use_ema=True)
+        loaded = load_checkpoint(checkpoint, device="cpu", use_ema=True)
+        meta = loaded.meta
         extra = dict(meta.get("extra", {}), source_step=meta["step"], source_weights=meta["weights"],
                      train_config=meta.get("train_config", {}))
         state = checkpoint_files(checkpoint)["state"]
         if state.exists() and "final_loss_ema" not in extra:
             from safetensors.torch import load_file
 
-            from ..train import ema_smoothed
-
             losses = load_file(str(state)).get("losses")
             if losses is not None:
                 extra["final_loss_ema"] = round(ema_smoothed(losses.tolist()), 5)
-        path = save_checkpoint(folder / name, model, schedule, step=meta["step"],
+        path = save_checkpoint(folder / name, loaded.model, loaded.schedule, step=meta["step"],
                                train_config=meta.get("train_config", {}), extra=extra)
         weights = checkpoint_files(path)["weights"]
     for p in folder.glob(f"{name}.*"):
