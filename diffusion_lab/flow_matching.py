@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from . import checks
 from .guidance import ClassifierFreeGuidance, check_labels, num_classes_of
-from .train import TrainConfig, _EpochSampler, ema_model_for, lr_multiplier
+from .models import device_of
+from .train import EpochSampler, TrainConfig, ema_model_for, lr_multiplier
 
 __all__ = ["interpolate", "velocity_target", "flow_matching_loss", "flow_timesteps", "euler_sample", "heun_sample",
            "FlowNet", "train_flow", "FlowTrainResult", "DEFAULT_GRID"]
@@ -135,7 +136,7 @@ def _prepare(model, shape, x_T, y, guidance, generator, device):
         if shape is None:
             raise ValueError("pass shape=(B, ...) or a starting noise x_T")
         shape = tuple(int(s) for s in shape)
-        dev = torch.device(device) if device is not None else _model_device(model)
+        dev = torch.device(device) if device is not None else device_of(model)
         x = torch.randn(shape, generator=generator, dtype=torch.float32).to(dev)
     else:
         checks.float_batch(x_T, "x_T")
@@ -151,14 +152,6 @@ def _prepare(model, shape, x_T, y, guidance, generator, device):
     return x, y
 
 
-def _model_device(model):
-    params = getattr(model, "parameters", None)
-    if callable(params):
-        try:
-            return next(iter(params())).device
-        except (StopIteration, TypeError):
-            pass
-    return torch.device("cpu")
 
 
 def _sample(model, shape, steps, y, guidance, x_T, generator, progress, grid, device, heun, return_trajectory):
@@ -260,12 +253,12 @@ def train_flow(net: nn.Module, data, *, config: TrainConfig | None = None, grid:
     elif cfg.label_dropout > 0:
         raise ValueError("label_dropout needs labels")
     model = FlowNet(net, grid)
-    dev = _model_device(net)
+    dev = device_of(net)
     x = x.to(dev)
     y = y.to(dev) if y is not None else None
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    sampler = _EpochSampler(x.shape[0], cfg.seed)
+    sampler = EpochSampler(x.shape[0], cfg.seed)
     ema = ema_model_for(model, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(cfg))

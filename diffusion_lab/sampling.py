@@ -42,6 +42,7 @@ from .checkpoint import LoadedModel
 from .diffusion import call_model, check_variance, p_mean_variance
 from .errors import unknown_name
 from .guidance import Guidance, check_labels
+from .models import device_of
 from .schedules import NoiseSchedule, check_schedule
 
 __all__ = ["p_sample", "ddpm_sample", "ddim_timesteps", "ddim_step", "ddim_sample", "ddim_invert",
@@ -166,13 +167,7 @@ def _resolve_device(device, model, x_T):
         return torch.device(device)
     if x_T is not None:
         return x_T.device
-    params = getattr(model, "parameters", None)
-    if callable(params):
-        try:
-            return next(iter(params())).device
-        except (StopIteration, TypeError):
-            pass
-    return torch.device("cpu")
+    return device_of(model)
 
 
 def _randn(shape, generator, device, dtype=torch.float32):

@@ -233,7 +233,7 @@ def _unpack(data):
     return x, y
 
 
-class _EpochSampler:
+class EpochSampler:
     """Index ``i`` of the stream of training examples → example index. Epoch e is a permutation drawn from a
     generator seeded by (seed, e), so the stream depends only on the seed — any step can be re-entered."""
 
@@ -275,7 +275,7 @@ class _Run:
     amp_dtype: torch.dtype | None
     channels_last: bool
     gen: torch.Generator
-    sampler: _EpochSampler
+    sampler: EpochSampler
     ema: AveragedModel | None
     optimizer: torch.optim.Optimizer
     lr_sched: torch.optim.lr_scheduler.LambdaLR
@@ -354,7 +354,7 @@ def _setup(model, schedule, data, objective, cfg: TrainConfig, device, checkpoin
     if cfg.compile:
         fwd = torch.compile(fwd)
     return _Run(cfg, objective, schedule, net, fwd, x, y, num_classes, dev, rank, world, amp_dtype, channels_last,
-                gen, _EpochSampler(x.shape[0], cfg.seed), ema, optimizer, lr_sched, scaler, start, losses)
+                gen, EpochSampler(x.shape[0], cfg.seed), ema, optimizer, lr_sched, scaler, start, losses)
 
 
 def _batch(run: _Run, step: int):

@@ -19,7 +19,7 @@ from diffusion_lab.guidance import ClassifierFreeGuidance
 from diffusion_lab.models import MLPDenoiser, UNet
 from diffusion_lab.sampling import ddim_sample
 from diffusion_lab.schedules import linear_schedule
-from diffusion_lab.train import TrainConfig, _EpochSampler, min_snr_weights, train, train_classifier
+from diffusion_lab.train import TrainConfig, EpochSampler, min_snr_weights, train, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_first_loss_is_the_targets_mse_of_the_same_draws(prediction, weighting):
     r = train(model, s, x, steps=1, batch_size=32, prediction=prediction, loss_weighting=weighting,
               min_snr_gamma=2.0, seed=3, device="cpu", progress=False)
     g = torch.Generator().manual_seed(3)
-    idx = _EpochSampler(64, 3).batch(0, 32)
+    idx = EpochSampler(64, 3).batch(0, 32)
     t = torch.randint(0, 100, (32,), generator=g)
     noise = torch.randn(32, 2, generator=g)
     x0 = x[idx]

@@ -8,7 +8,7 @@ import torch
 from diffusion_lab import presets
 from diffusion_lab.__main__ import main
 from diffusion_lab.diffusion import loss_simple
-from diffusion_lab.train import (TrainConfig, WarmupDecay, _EpochSampler, as_eps_model, min_snr_weights,
+from diffusion_lab.train import (TrainConfig, WarmupDecay, EpochSampler, as_eps_model, min_snr_weights,
                                  power_ema_decay, train)
 
 FAST = "digits-cond-fast"
@@ -58,7 +58,7 @@ def test_preset_settings_reach_the_trainer():
               log_every=1, callback=record)
     # the first loss is the preset's weighting (min-SNR-γ) of the same draws, label dropout included
     g = torch.Generator().manual_seed(p.train.get("seed", 0))
-    idx = _EpochSampler(64, p.train.get("seed", 0)).batch(0, 16)
+    idx = EpochSampler(64, p.train.get("seed", 0)).batch(0, 16)
     t = torch.randint(0, schedule.T, (16,), generator=g)
     noise = torch.randn(16, 1, 8, 8, generator=g)
     drop = torch.rand(16, generator=g) < p.train["label_dropout"]

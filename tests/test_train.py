@@ -240,7 +240,7 @@ def test_min_snr_weighting_reaches_the_loss():
     """The first step's loss under min-SNR equals the weighted per-example L_simple of the same draws."""
     import copy
 
-    from diffusion_lab.train import _EpochSampler
+    from diffusion_lab.train import EpochSampler
 
     x = make_toy("two_moons", 64, seed=1)
     torch.manual_seed(0)
@@ -250,7 +250,7 @@ def test_min_snr_weighting_reaches_the_loss():
     r = train(model, s, x, steps=1, batch_size=32, loss_weighting="min_snr", min_snr_gamma=2.0, seed=3,
               device="cpu", progress=False)
     g = torch.Generator().manual_seed(3)
-    idx = _EpochSampler(64, 3).batch(0, 32)
+    idx = EpochSampler(64, 3).batch(0, 32)
     t = torch.randint(0, 100, (32,), generator=g)
     noise = torch.randn(32, 2, generator=g)
     per = loss_simple(init, s, x[idx], t, noise=noise, reduction="none")

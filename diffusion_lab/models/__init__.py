@@ -23,7 +23,7 @@ from .layers import AttentionBlock, ResBlock, TimestepEmbedding, timestep_embedd
 from .mlp import MLPConfig, MLPDenoiser
 from .unet import UNet, UNetConfig
 
-__all__ = ["UNet", "UNetConfig", "MLPDenoiser", "MLPConfig", "NoisyClassifier", "NoisyClassifierConfig",
+__all__ = ["device_of", "UNet", "UNetConfig", "MLPDenoiser", "MLPConfig", "NoisyClassifier", "NoisyClassifierConfig",
            "ResBlock", "AttentionBlock", "TimestepEmbedding", "timestep_embedding",
            "MODELS", "build_model", "model_from_config", "model_config", "build_model_for_data", "unwrap_model",
            "num_classes_of", "item_shape_of", "freeze"]
@@ -91,6 +91,17 @@ def item_shape_of(model: nn.Module) -> tuple | None:
     if hasattr(cfg, "in_channels") and hasattr(cfg, "image_size"):
         return (cfg.in_channels, cfg.image_size, cfg.image_size)
     return None
+
+
+def device_of(model) -> torch.device:
+    """The device of a model's first parameter; the CPU for a callable without parameters (an exact denoiser)."""
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        try:
+            return next(iter(params())).device
+        except (StopIteration, TypeError):
+            pass
+    return torch.device("cpu")
 
 
 def freeze(model: nn.Module) -> nn.Module:
